@@ -1,0 +1,39 @@
+# edged — `make demo` shows the whole pipeline; `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO   := build/demo
+
+.PHONY: all demo test test-fast bench lint check clean install uninstall
+
+all: $(STAMP)
+
+$(STAMP): pyproject.toml tools/system-deps
+	@tools/system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,systemd]'
+	@touch $@
+
+demo: $(STAMP)
+	$(PY) -m edged.demo --workdir $(DEMO)
+
+test: $(STAMP)
+	@tools/system-deps --test
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not broker"
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edged tests bench
+	$(VENV)/bin/ruff format --check edged tests bench
+
+check: lint test
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,180 @@
+"""All of edged's settings: one pydantic model per section.
+
+Sources, lowest first: defaults < TOML file (``--config``) < environment (``EDGED_``
+prefix, ``__`` between section and key, e.g. ``EDGED_MQTT__HOST``) < command-line flags.
+Unknown keys are errors. `load_settings` is the one entry point; it raises `ConfigError`
+naming every bad field, its value and the reason.
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from edged.errors import ConfigError
+
+# The TOML file's values for the Settings() call that load_settings is making.
+_FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("edged_settings_file", default={})  # noqa: B039
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CameraSettings(Section):
+    source: str = Field(
+        "0",
+        description="Device index ('0'), device path ('/dev/video0'), video file, "
+        "rtsp:// or http(s):// URL, GStreamer pipeline (contains '!'), or 'picamera2'.",
+    )
+    width: int = Field(
+        640, ge=0, description="Requested frame width in pixels (0: camera default)."
+    )
+    height: int = Field(480, ge=0, description="Requested frame height (0: camera default).")
+    fps: float = Field(0, ge=0, description="Requested camera frame rate (0: camera default).")
+    loop: bool = Field(False, description="Loop a video file when it ends (demos, tests).")
+    realtime: bool = Field(
+        True, description="Play a video file at its own frame rate, as a camera would deliver it."
+    )
+    retry_initial: float = Field(1.0, gt=0, description="First retry delay after a failure (s).")
+    retry_max: float = Field(30.0, gt=0, description="Longest retry delay (s).")
+    read_timeout: float = Field(
+        5.0, gt=0, description="No frame for this long counts as a failed source (s)."
+    )
+
+
+class DetectorSettings(Section):
+    scale_factor: float = Field(1.2, gt=1.0, description="Haar cascade scale step.")
+    min_neighbors: int = Field(5, ge=0, description="Haar cascade minNeighbors.")
+    min_size: float = Field(
+        0.1, gt=0, le=1, description="Smallest face, as a fraction of the shorter frame side."
+    )
+    max_width: int = Field(
+        320, ge=0, description="Downscale frames wider than this before detection (0: never)."
+    )
+
+
+class ModelSettings(Section):
+    path: Path = Field(Path("trainer.yml"), description="The LBPH model file to watch and load.")
+    labels: list[str] | None = Field(
+        None,
+        description="Class names by id, for a model without names inside (a workshop "
+        "trainer.yml). Default: the workshop's anger, happy, sad, neutral, surprise.",
+    )
+    poll_interval: float = Field(1.0, gt=0, description="How often to check the file (s).")
+
+
+class LoopSettings(Section):
+    fps: float = Field(5.0, gt=0, le=120, description="Target frames processed per second.")
+    stats_interval: float = Field(30.0, gt=0, description="Seconds between stats reports.")
+    max_faces: int = Field(5, ge=1, description="Classify at most this many faces per frame.")
+
+
+class OutputSettings(Section):
+    stdout: bool = Field(False, description="Print each frame's result as a JSON line on stdout.")
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+
+class MqttSettings(Section):
+    enabled: bool = Field(True, description="Publish over MQTT.")
+    host: str = Field("localhost", description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
+    keepalive: int = Field(60, ge=5, description="MQTT keepalive (s).")
+    qos: int = Field(1, ge=0, le=2, description="QoS for state, events and availability.")
+    prefix: str = Field("edged", min_length=1, description="Topic prefix.")
+    device_id: str = Field(
+        default_factory=lambda: socket.gethostname().split(".")[0],
+        min_length=1,
+        description="This device's id in topics and discovery (default: the hostname).",
+    )
+    client_id: str | None = Field(None, description="MQTT client id (default: edged-<device_id>).")
+    username: str | None = Field(None, description="Broker user name.")
+    password: SecretStr | None = Field(
+        None, description="Broker password; prefer password_file or systemd credentials."
+    )
+    password_file: Path | None = Field(None, description="File holding the broker password.")
+
+
+def _toml_source(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+class Settings(BaseSettings):
+    """The whole configuration, one attribute per section."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGED_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    camera: CameraSettings = Field(default_factory=CameraSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (init) > environment > the TOML file (see load_settings) > defaults.
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, _FILE_VALUES.get()))
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per bad field: ``section.key = value: reason``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown setting")
+            continue
+        value = e.get("input")
+        shown = "***" if "password" in loc else repr(value)
+        lines.append(f"{loc} = {shown}: {e['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(config: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from defaults < TOML ``config`` < environment < ``overrides`` (CLI flags).
+
+    ``overrides`` is nested like the TOML file: ``{"camera": {"source": "clip.mp4"}}``.
+    """
+    file_values = _toml_source(config)
+    token = _FILE_VALUES.set(file_values)
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e)) from None
+    finally:
+        _FILE_VALUES.reset(token)
