@@ -1,0 +1,148 @@
+"""Shared fixtures: the committed sample, the optional full dataset, a model, face videos.
+
+Fixtures for one area live in that area's own helper module (e.g. ``fixtures_broker``),
+imported here so every test file sees them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edged import fitting
+from edged.vision import (
+    DetectorConfig,
+    FaceDetector,
+    Preprocessor,
+    to_gray,
+    write_model,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "tests" / "data" / "facial_expressions"
+SHARED = ROOT.parent / "shared" / "datasets" / "facial_expressions"
+CLASSES = ("anger", "happy", "sad", "neutral", "surprise")  # the workshop's id order
+
+with contextlib.suppress(ImportError):  # area fixtures, each file owned by its area
+    from fixtures_broker import *  # noqa: F403
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The committed sample in the workshop layout (images/ + <class>.txt)."""
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def shared_dataset() -> Path:
+    """The full workshop dataset beside the project; tests using it skip where it is absent."""
+    if not (SHARED / "images").is_dir():
+        pytest.skip(f"full dataset not present at {SHARED}")
+    return SHARED
+
+
+def sample_images(cls: str, limit: int | None = None) -> list[Path]:
+    names = (SAMPLE / f"{cls}.txt").read_text().split()
+    return [SAMPLE / "images" / n for n in names[:limit]]
+
+
+@pytest.fixture(scope="session")
+def sample_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trainer.yml built from the whole committed sample (all five classes)."""
+    path = tmp_path_factory.mktemp("model") / "trainer.yml"
+    train_sample_model(path, CLASSES)
+    return path
+
+
+def train_sample_model(
+    path: Path,
+    classes: Sequence[str],
+    per_class: int | None = None,
+    cfg: fitting.FitConfig | None = None,
+) -> str:
+    """Train on the sample with the real detector, preprocessing and fit; returns the version."""
+    cfg = cfg or fitting.FitConfig()
+    detector = FaceDetector(
+        DetectorConfig(scale_factor=1.1, min_neighbors=4, min_size=0.2, pad=0.3)
+    )
+    pre = Preprocessor(cfg.preprocess)
+    faces: list[np.ndarray] = []
+    labels: list[int] = []
+    for i, cls in enumerate(classes):
+        for p in sample_images(cls, per_class):
+            gray = to_gray(cv2.imread(str(p)))
+            boxes = detector.detect(gray)
+            if boxes:
+                faces.append(pre(gray, boxes[0]).copy())
+                labels.append(i)
+    fitted = fitting.fit(faces, labels, dict(enumerate(classes)), cfg)
+    return write_model(
+        path, fitted.histograms, fitted.labels, fitted.classes, fitted.params, fitted.meta
+    )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """``face`` (a photo path, or None for an empty scene) shown for ``seconds``."""
+
+    face: Path | None
+    seconds: float
+
+
+def scene(face: Path | None, size: tuple[int, int] = (640, 480), face_px: int = 220) -> np.ndarray:
+    """A 640x480 frame: a plain textured room with the photo pasted in the middle."""
+    w, h = size
+    rng = np.random.default_rng(7)
+    frame = np.full((h, w, 3), 120, np.uint8)
+    frame[: h // 3] = (150, 140, 130)
+    frame += rng.integers(0, 12, frame.shape, dtype=np.uint8)
+    if face is not None:
+        img = cv2.imread(str(face))
+        img = cv2.resize(img, (face_px, face_px), interpolation=cv2.INTER_AREA)
+        x, y = (w - face_px) // 2, (h - face_px) // 2
+        frame[y : y + face_px, x : x + face_px] = img
+    return frame
+
+
+def write_video(path: Path, segments: Sequence[Segment], fps: float = 10.0) -> list[np.ndarray]:
+    """An MJPG .avi of the segments (read back by the same cv2.VideoCapture a camera uses).
+
+    Returns one distinct frame per segment, so a test can compute what the pipeline
+    should say for it.
+    """
+    frames = [scene(s.face) for s in segments]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))
+    if not writer.isOpened():
+        raise RuntimeError("OpenCV cannot write MJPG video here")
+    for frame, seg in zip(frames, segments, strict=True):
+        for _ in range(max(1, round(seg.seconds * fps))):
+            writer.write(frame)
+    writer.release()
+    return frames
+
+
+@pytest.fixture
+def face_video(tmp_path: Path) -> Callable[..., tuple[Path, list[np.ndarray]]]:
+    """Factory: ``face_video([Segment(photo, 2.0), Segment(None, 1.0)])`` → (path, frames)."""
+    counter = iter(range(1000))
+
+    def make(segments: Sequence[Segment], fps: float = 10.0) -> tuple[Path, list[np.ndarray]]:
+        path = tmp_path / f"clip{next(counter)}.avi"
+        return path, write_video(path, segments, fps)
+
+    return make
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No EDGED_* or NOTIFY_SOCKET from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("EDGED_") or key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM"):
+            monkeypatch.delenv(key, raising=False)
