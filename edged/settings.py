@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -99,14 +99,102 @@ class MqttSettings(Section):
     device_id: str = Field(
         default_factory=lambda: socket.gethostname().split(".")[0],
         min_length=1,
-        description="This device's id in topics and discovery (default: the hostname).",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="This device's id in topics and discovery (default: the hostname); "
+        "letters, digits, '_' and '-' only.",
     )
     client_id: str | None = Field(None, description="MQTT client id (default: edged-<device_id>).")
     username: str | None = Field(None, description="Broker user name.")
     password: SecretStr | None = Field(
         None, description="Broker password; prefer password_file or systemd credentials."
     )
-    password_file: Path | None = Field(None, description="File holding the broker password.")
+    password_file: Path | None = Field(
+        None,
+        description="File holding the broker password. Without it, a systemd credential "
+        "named 'mqtt_password' ($CREDENTIALS_DIRECTORY/mqtt_password) is used if present.",
+    )
+    tls: bool = Field(False, description="Connect with TLS (implied by ca_file or certfile).")
+    ca_file: Path | None = Field(
+        None, description="CA certificate(s) to verify the broker with (default: system CAs)."
+    )
+    certfile: Path | None = Field(None, description="Client certificate, for brokers that ask.")
+    keyfile: Path | None = Field(None, description="Client certificate's private key.")
+    tls_insecure: bool = Field(
+        False, description="Skip verifying the broker's certificate and host name (unsafe)."
+    )
+    reconnect_min: float = Field(1.0, gt=0, description="First reconnect delay (s).")
+    reconnect_max: float = Field(
+        60.0, gt=0, description="Longest reconnect delay (s); the delay doubles up to it."
+    )
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> MqttSettings:
+        if self.keyfile is not None and self.certfile is None:
+            raise ValueError("keyfile needs certfile")
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must not be less than reconnect_min")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or self.ca_file is not None or self.certfile is not None
+
+
+class PublishSettings(Section):
+    """What goes over MQTT and how often; the defaults suit a Home Assistant dashboard."""
+
+    heartbeat: float = Field(
+        60.0, gt=0, description="Re-publish the state at least this often (s), even unchanged."
+    )
+    clear_after: float = Field(
+        3.0, ge=0, description="State becomes 'none' when no face has been seen for this long (s)."
+    )
+    detections: bool = Field(
+        True, description="Publish every processed frame's faces on the 'detections' topic."
+    )
+    snapshot: bool = Field(
+        False,
+        description="Publish an annotated JPEG on the 'snapshot' topic. Off: no image "
+        "ever leaves the device.",
+    )
+    snapshot_interval: float = Field(
+        10.0, gt=0, description="Seconds between snapshots (when snapshot is on)."
+    )
+
+
+class SmoothingSettings(Section):
+    """Debounce: a new expression counts only once enough recent frames agree."""
+
+    enabled: bool = Field(True, description="Off: every frame's top expression is the state.")
+    window: int = Field(5, ge=1, le=100, description="N: how many recent frames are considered.")
+    agree: int = Field(3, ge=1, description="K: frames of the window that must agree.")
+    min_hold: float = Field(
+        0.0,
+        ge=0,
+        description="Also accept an expression held (every frame) for this long (s); 0: off.",
+    )
+    threshold: float = Field(
+        0.3, ge=0, le=1, description="Frames below this confidence (0..1) do not count."
+    )
+
+    @model_validator(mode="after")
+    def _check_window(self) -> SmoothingSettings:
+        if self.agree > self.window:
+            raise ValueError(f"agree ({self.agree}) must not exceed window ({self.window})")
+        return self
+
+
+class HomeAssistantSettings(Section):
+    discovery: bool = Field(True, description="Announce entities with Home Assistant discovery.")
+    prefix: str = Field("homeassistant", min_length=1, description="Discovery topic prefix.")
+    status_topic: str = Field(
+        "homeassistant/status",
+        min_length=1,
+        description="Home Assistant's birth topic: discovery is re-sent when it says 'online'.",
+    )
+    device_name: str | None = Field(
+        None, description="Device name shown in Home Assistant (default: 'edged <device_id>')."
+    )
 
 
 def _toml_source(path: Path | None) -> dict[str, Any]:
@@ -137,6 +225,9 @@ class Settings(BaseSettings):
     output: OutputSettings = Field(default_factory=OutputSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
+    smoothing: SmoothingSettings = Field(default_factory=SmoothingSettings)
+    homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
 
     @classmethod
     def settings_customise_sources(
