@@ -328,12 +328,15 @@ def write_confusion_png(report: EvalReport, path: Path | str) -> None:
 
 
 def edged_pipeline(
-    fit_config: Any = None, detector_config: Any = None
+    fit_config: Any = None,
+    detector_config: Any = None,
+    faces: dict[Path, np.ndarray | None] | None = None,
 ) -> tuple[TrainFn, PredictFn]:
     """The (train, predict) pair for edged's own pipeline: image-mode detector, the
     shared `Preprocessor`, `fitting.fit`, and `ExpressionModel` scoring.
 
-    Detected faces are cached per path inside the pair, so k folds detect each image once.
+    Detected faces are cached per path inside the pair, so k folds detect each image once;
+    ``faces`` seeds that cache (edged-train passes the faces it already extracted).
     """
     from edged import fitting
     from edged.vision import ExpressionModel, FaceDetector, Preprocessor
@@ -341,7 +344,7 @@ def edged_pipeline(
     cfg = fit_config or fitting.FitConfig()
     detector = FaceDetector(detector_config or fitting.IMAGE_DETECTOR)
     pre = Preprocessor(cfg.preprocess)
-    cache: dict[Path, np.ndarray | None] = {}
+    cache: dict[Path, np.ndarray | None] = dict(faces or {})
 
     def face_of(path: Path) -> np.ndarray | None:
         if path not in cache:
