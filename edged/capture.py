@@ -10,18 +10,25 @@ Buffer ownership (triple buffering, no per-frame allocation once sizes are stabl
 the grabber thread owns the *back* buffer and reads into it; under the lock it swaps
 back <-> *ready*. `FrameGrabber.latest` swaps ready <-> *front* under the same lock and
 returns the front buffer. So the image in the `Frame` that `latest` returned is never
-written by the grabber and stays valid until the *next* `latest` call from the same
-consumer. There is one consumer: copy the image if you need it longer.
+written by the grabber and stays valid until the *next* `latest`/`wait` call. There is
+one consumer: copy the image if you need it longer.
 """
 
 from __future__ import annotations
 
 import enum
+import importlib.util
 import logging
+import os
+import re
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edged.errors import CameraError
@@ -30,6 +37,10 @@ from edged.settings import CameraSettings
 log = logging.getLogger(__name__)
 
 StateCallback = Callable[[bool, str], None]
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+DEFAULT_FILE_FPS = 25.0  # pace for a file (or image sequence) that states no rate
 
 
 class SourceKind(enum.Enum):
@@ -42,16 +53,46 @@ class SourceKind(enum.Enum):
 
 
 class SourceUnsupported(CameraError):
-    """This installation can never open the source (no GStreamer, no picamera2).
+    """This installation cannot open this kind of source (no GStreamer, no picamera2).
 
-    Retrying will not help; the daemon may still retry (the user can install what is
-    missing), but a CLI tool should give up at once.
+    Retrying does not help until the user installs what is missing; a CLI tool should
+    give up at once (the daemon still retries, and says why once).
     """
+
+
+def picamera2_available() -> bool:
+    return importlib.util.find_spec("picamera2") is not None
 
 
 def source_kind(source: str) -> SourceKind:
     """What kind of source a ``camera.source`` string names (``auto`` resolved)."""
-    raise NotImplementedError
+    s = source.strip()
+    if s == "auto":
+        return SourceKind.PICAMERA2 if picamera2_available() else SourceKind.DEVICE_INDEX
+    if s == "picamera2":
+        return SourceKind.PICAMERA2
+    if "!" in s:
+        return SourceKind.GSTREAMER
+    if s.isdigit():
+        return SourceKind.DEVICE_INDEX
+    if s.startswith("/dev/"):
+        return SourceKind.DEVICE_PATH
+    if _URL.match(s):
+        return SourceKind.URL
+    return SourceKind.FILE
+
+
+def display_name(source: str) -> str:
+    """The source as it may appear in logs: a URL's ``user:password@`` is hidden."""
+    return _CREDENTIALS.sub(r"\1***@", source.strip())
+
+
+def has_gstreamer() -> bool:
+    """Whether this OpenCV can open GStreamer pipelines (the PyPI wheels cannot)."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line.split(":", 1)[1]
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +100,7 @@ class Frame:
     """One grabbed frame. ``image`` is BGR and valid until the next `latest` call."""
 
     image: np.ndarray
-    seq: int
+    seq: int  # 1, 2, 3, ... in grab order; a gap means frames were dropped
     timestamp: float  # wall clock (time.time()) when grabbed, for payloads
     monotonic: float  # time.monotonic() when grabbed, for staleness checks
 
@@ -69,22 +110,23 @@ class CaptureStats:
     """A snapshot of the grabber's counters."""
 
     online: bool
+    ended: bool
     grabbed: int  # frames read from the source
     taken: int  # frames handed to the consumer
     dropped: int  # frames grabbed but replaced by a newer one before anyone took them
-    reconnects: int  # successful opens after a failure
+    reconnects: int  # successful opens after the first
     failures: int  # failed opens and broken reads
     last_error: str | None
     source_fps: float  # the rate the source delivers (a file's own rate; 0 if unknown)
 
 
 class Source:
-    """An open frame source: ``read`` fills (and if possible reuses) a BGR buffer."""
+    """An open frame source: ``read`` fills (and where the size fits, reuses) a BGR buffer."""
 
     kind: SourceKind
     name: str
-    fps: float  # native rate, 0 if unknown
-    is_file: bool
+    fps: float = 0.0  # native rate, 0 if unknown
+    is_file: bool = False
 
     def read(self, out: np.ndarray | None) -> np.ndarray | None:
         """The next frame (in ``out`` where the size fits), or None at the end / on failure."""
@@ -98,12 +140,180 @@ class Source:
         raise NotImplementedError
 
 
+class CvSource(Source):
+    """Anything ``cv2.VideoCapture`` opens: V4L2 devices, files, URLs, GStreamer."""
+
+    def __init__(self, cap: cv2.VideoCapture, kind: SourceKind, name: str, fps: float) -> None:
+        self._cap = cap
+        self.kind = kind
+        self.name = name
+        self.fps = fps
+        self.is_file = kind is SourceKind.FILE
+
+    def read(self, out: np.ndarray | None) -> np.ndarray | None:
+        ok, image = self._cap.read(out) if out is not None else self._cap.read()
+        return image if ok and image is not None and image.size else None
+
+    def rewind(self) -> bool:
+        return bool(self.is_file and self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0))
+
+    def release(self) -> None:
+        self._cap.release()
+
+
+class Picamera2Source(Source):
+    """A Raspberry Pi CSI camera through libcamera, which ``cv2.VideoCapture(0)`` cannot reach.
+
+    ``picamera2`` comes from Raspberry Pi OS's apt repository, not PyPI, so it is imported
+    only here, when asked for.
+    """
+
+    kind = SourceKind.PICAMERA2
+    name = "picamera2"
+
+    def __init__(self, settings: CameraSettings) -> None:
+        try:
+            from picamera2 import Picamera2  # type: ignore[import-not-found]
+        except ImportError:
+            raise SourceUnsupported(
+                "camera.source 'picamera2' needs the picamera2 package, which this Python "
+                "cannot import: on Raspberry Pi OS run `sudo apt install python3-picamera2` "
+                "and create the virtualenv with `python3 -m venv --system-site-packages .venv` "
+                "so it can see the system package"
+            ) from None
+        size = (settings.width or 640, settings.height or 480)
+        controls = {"FrameRate": settings.fps} if settings.fps else {}
+        try:
+            cam = Picamera2()
+        except Exception as e:  # libcamera raises IndexError/RuntimeError when none is found
+            raise CameraError(
+                f"no Raspberry Pi camera found by libcamera ({e}); is it connected and "
+                "enabled? (`rpicam-hello --list-cameras`)"
+            ) from None
+        try:
+            # "RGB888" is B, G, R in memory: exactly OpenCV's BGR order.
+            config = cam.create_video_configuration(
+                main={"size": size, "format": "RGB888"}, controls=controls
+            )
+            cam.configure(config)
+            cam.start()
+        except Exception as e:
+            cam.close()
+            raise CameraError(f"cannot start the Raspberry Pi camera: {e}") from None
+        self._cam = cam
+        self.fps = float(settings.fps)
+
+    def read(self, out: np.ndarray | None) -> np.ndarray | None:
+        try:
+            image = self._cam.capture_array("main")
+        except Exception as e:
+            log.debug("picamera2 capture failed: %s", e)
+            return None
+        return image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image
+
+    def release(self) -> None:
+        try:
+            self._cam.stop()
+        finally:
+            self._cam.close()
+
+
+def _v4l2_backend() -> int:
+    return cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+
+
+def _check_device(path: str) -> None:
+    if not os.path.exists(path):
+        raise CameraError(
+            f"no camera at {path}: device does not exist (is a camera connected? `ls /dev/video*`)"
+        )
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise CameraError(
+            f"permission denied on {path}: add your user to the 'video' group "
+            "(`sudo usermod -aG video $USER`, then log in again)"
+        )
+
+
+def _configure_device(cap: cv2.VideoCapture, settings: CameraSettings) -> None:
+    if settings.width:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, settings.width)
+    if settings.height:
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, settings.height)
+    if settings.fps:
+        cap.set(cv2.CAP_PROP_FPS, settings.fps)
+    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # fewer frames queued in the driver: fresher frames
+
+
+def _open_cv(settings: CameraSettings, kind: SourceKind) -> CvSource:
+    src = settings.source.strip()
+    name = display_name(src)
+    if kind is SourceKind.DEVICE_INDEX:
+        index = 0 if src == "auto" else int(src)
+        if sys.platform.startswith("linux"):
+            _check_device(f"/dev/video{index}")
+        cap = cv2.VideoCapture(index, _v4l2_backend())
+        name = f"camera {index}"
+    elif kind is SourceKind.DEVICE_PATH:
+        _check_device(src)
+        cap = cv2.VideoCapture(src, _v4l2_backend())
+    elif kind is SourceKind.GSTREAMER:
+        if not has_gstreamer():
+            raise SourceUnsupported(
+                "camera.source looks like a GStreamer pipeline (it contains '!'), but this "
+                f"OpenCV {cv2.__version__} was built without GStreamer (the PyPI wheels are): "
+                "use a device, file or URL source, or an OpenCV built with GStreamer "
+                "(e.g. the distribution's python3-opencv, with a venv made with "
+                "--system-site-packages)"
+            )
+        cap = cv2.VideoCapture(src, cv2.CAP_GSTREAMER)
+    elif kind is SourceKind.URL:
+        ms = int(settings.read_timeout * 1000)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        cap = cv2.VideoCapture(src, cv2.CAP_FFMPEG, params)
+    else:
+        path = Path(src).expanduser()
+        if "%" in path.name:  # an image sequence such as frames/img_%04d.jpg
+            if not path.parent.is_dir():
+                raise CameraError(f"image sequence folder {path.parent} does not exist")
+            cap = cv2.VideoCapture(str(path), cv2.CAP_IMAGES)
+        elif path.is_dir():
+            raise CameraError(
+                f"{path} is a folder: give a video file, or an image sequence pattern "
+                f"such as {path}/img_%04d.jpg"
+            )
+        elif not path.exists():
+            raise CameraError(f"video file {path} does not exist")
+        else:
+            cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise CameraError(_open_failure(kind, name))
+    if kind in (SourceKind.DEVICE_INDEX, SourceKind.DEVICE_PATH):
+        _configure_device(cap, settings)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else 0.0
+    return CvSource(cap, kind, name, fps)
+
+
+def _open_failure(kind: SourceKind, name: str) -> str:
+    if kind in (SourceKind.DEVICE_INDEX, SourceKind.DEVICE_PATH):
+        return f"cannot open {name} (in use by another program, or not a capture device?)"
+    if kind is SourceKind.URL:
+        return f"cannot open stream {name} (unreachable, wrong address or credentials?)"
+    if kind is SourceKind.GSTREAMER:
+        return f"GStreamer cannot start the pipeline {name!r}"
+    return f"cannot read {name}: not a video OpenCV can decode"
+
+
 def open_source(settings: CameraSettings) -> Source:
     """Open the configured source once; raises `CameraError` with a message for a person.
 
     Used by the grabber (which retries) and directly by one-shot CLI tools.
     """
-    raise NotImplementedError
+    kind = source_kind(settings.source)
+    if kind is SourceKind.PICAMERA2:
+        return Picamera2Source(settings)
+    return _open_cv(settings, kind)
 
 
 class FrameGrabber:
@@ -112,40 +322,251 @@ class FrameGrabber:
     ``on_state(online, reason)`` is called from the grabber thread on every change of
     state (and when the reason for being offline changes), never once per retry.
     A video file that ends (without ``loop``) sets `ended` and stops the thread; every
-    other failure is retried with backoff until `stop`.
+    other failure is retried with capped exponential backoff until `stop`. A file is
+    played at its own rate when ``realtime`` (``camera.fps`` overrides that rate),
+    otherwise as fast as it decodes.
     """
 
-    def __init__(self, settings: CameraSettings, on_state: StateCallback | None = None) -> None:
+    def __init__(
+        self,
+        settings: CameraSettings,
+        on_state: StateCallback | None = None,
+        opener: Callable[[CameraSettings], Source] = open_source,
+    ) -> None:
         self.settings = settings
         self._on_state = on_state
+        self._opener = opener
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
+        # Buffers (see the module docstring): back is the thread's, front the consumer's.
+        self._back: np.ndarray | None = None
+        self._ready: np.ndarray | None = None
+        self._front: np.ndarray | None = None
+        self._ready_seq = 0
+        self._ready_time = (0.0, 0.0)
+        self._fresh = False
+        self._front_frame: Frame | None = None
+        # Counters and state, written under the lock by the thread.
+        self._grabbed = 0
+        self._taken = 0
+        self._dropped = 0
+        self._opens = 0
+        self._failures = 0
+        self._online = False
+        self._ended = False
+        self._last_error: str | None = None
+        self._source_fps = 0.0
+        self._reported: tuple[bool, str | None] | None = None
+
+    # -- owner's side ---------------------------------------------------------------
 
     def start(self) -> None:
-        raise NotImplementedError
+        if self._thread is not None:
+            raise RuntimeError("FrameGrabber.start() called twice")
+        self._thread = threading.Thread(target=self._run, name="edged-capture", daemon=True)
+        self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop at once (even mid-backoff), join the thread and release the source."""
-        raise NotImplementedError
+        """Stop at once (even mid-backoff), join the thread; the thread releases the source."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+            if t.is_alive():
+                log.warning(
+                    "camera thread did not stop within %.1f s (a read is blocked in the "
+                    "driver); it ends with the process",
+                    timeout,
+                )
 
     def latest(self, after_seq: int = -1) -> Frame | None:
-        """The newest frame if its seq is above ``after_seq``, else None. One consumer only."""
-        raise NotImplementedError
+        """The newest frame if its seq is above ``after_seq``, else None. One consumer only.
+
+        The returned image is not written by the grabber until the next call.
+        """
+        with self._lock:
+            self._take()
+            f = self._front_frame
+        return f if f is not None and f.seq > after_seq else None
 
     def wait(self, after_seq: int = -1, timeout: float | None = None) -> Frame | None:
-        """Like `latest`, but waits up to ``timeout`` for a frame newer than ``after_seq``."""
-        raise NotImplementedError
+        """Like `latest`, but waits up to ``timeout`` s for a frame newer than ``after_seq``.
+
+        Returns None on timeout, on `stop`, or once a file has ended.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not (
+                (self._fresh and self._ready_seq > after_seq)
+                or (self._front_frame is not None and self._front_frame.seq > after_seq)
+            ):
+                if self._stop.is_set() or self._ended:
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            self._take()
+            f = self._front_frame
+        return f if f is not None and f.seq > after_seq else None
+
+    def _take(self) -> None:
+        """Under the lock: hand the ready buffer to the consumer, take back its old one."""
+        if not self._fresh:
+            return
+        self._front, self._ready = self._ready, self._front
+        assert self._front is not None
+        wall, mono = self._ready_time
+        self._front_frame = Frame(self._front, self._ready_seq, wall, mono)
+        self._fresh = False
+        self._taken += 1
 
     @property
     def online(self) -> bool:
-        raise NotImplementedError
+        return self._online
 
     @property
     def ended(self) -> bool:
         """True once a video file played to its end (without ``loop``)."""
-        raise NotImplementedError
+        return self._ended
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def stats(self) -> CaptureStats:
-        raise NotImplementedError
+        with self._lock:
+            return CaptureStats(
+                online=self._online,
+                ended=self._ended,
+                grabbed=self._grabbed,
+                taken=self._taken,
+                dropped=self._dropped,
+                reconnects=max(0, self._opens - 1),
+                failures=self._failures,
+                last_error=self._last_error,
+                source_fps=self._source_fps,
+            )
+
+    # -- the grabber thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        s = self.settings
+        delay = s.retry_initial
+        while not self._stop.is_set():
+            try:
+                source = self._opener(s)
+            except CameraError as e:
+                self._failed(str(e))
+            except Exception as e:  # a backend bug must not kill the thread
+                log.exception("unexpected error opening the camera")
+                self._failed(f"unexpected error opening {display_name(s.source)}: {e}")
+            else:
+                online_for, reason = self._pump(source)
+                if reason is None:  # stopped, or a file ended
+                    return
+                if online_for >= delay:  # it worked for a while: start backoff afresh
+                    delay = s.retry_initial
+                self._failed(reason)
+            log.debug("camera retry in %.2f s", delay)
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, s.retry_max)
+
+    def _pump(self, source: Source) -> tuple[float, str | None]:
+        """Read until failure: (seconds it delivered frames, reason) or (…, None) to end."""
+        s = self.settings
+        opened = time.monotonic()
+        try:
+            rate = s.fps or source.fps or DEFAULT_FILE_FPS
+            period = 1.0 / rate if source.is_file and s.realtime else 0.0
+            first = source.read(self._back)
+            if first is None:
+                return 0.0, f"{source.name} opened but delivered no frame"
+            with self._lock:
+                self._opens += 1
+                self._source_fps = rate if source.is_file else source.fps
+            h, w = first.shape[:2]
+            fps_text = f" at {self._source_fps:g} fps" if self._source_fps else ""
+            self._report(True, f"{source.name} delivers {w}x{h}{fps_text}")
+            self._publish(first)
+            next_due = time.monotonic() + period
+            while not self._stop.is_set():
+                if period:
+                    wait = next_due - time.monotonic()
+                    if wait > 0 and self._stop.wait(wait):
+                        break
+                    # After a stall, resume the pace instead of bursting to catch up.
+                    next_due = max(next_due + period, time.monotonic())
+                image = source.read(self._back)
+                if image is None and source.is_file and s.loop:
+                    image = source.read(self._back) if source.rewind() else None
+                    if image is None:
+                        return time.monotonic() - opened, f"cannot loop {source.name}"
+                if image is None:
+                    if source.is_file:
+                        with self._lock:
+                            self._ended = True
+                            self._cond.notify_all()
+                        self._report(False, f"end of {source.name}")
+                        return time.monotonic() - opened, None
+                    return (
+                        time.monotonic() - opened,
+                        f"{source.name} stopped delivering frames (unplugged or stream broken?)",
+                    )
+                self._publish(image)
+            return time.monotonic() - opened, None
+        finally:
+            try:
+                source.release()
+            except Exception:
+                log.exception("error releasing %s", source.name)
+            with self._lock:
+                self._online = False
+
+    def _publish(self, image: np.ndarray) -> None:
+        wall, mono = time.time(), time.monotonic()
+        with self._cond:
+            if self._fresh:
+                self._dropped += 1
+            # The old ready buffer becomes the next read target; the consumer's is untouched.
+            self._back, self._ready = self._ready, image
+            self._grabbed += 1
+            self._ready_seq = self._grabbed
+            self._ready_time = (wall, mono)
+            self._fresh = True
+            self._cond.notify_all()
+
+    def _failed(self, reason: str) -> None:
+        with self._lock:
+            self._failures += 1
+        self._report(False, reason)
+
+    def _report(self, online: bool, reason: str) -> None:
+        """Log and tell the owner once per change of state (or of the offline reason)."""
+        key = (online, None if online else reason)
+        with self._lock:
+            self._online = online
+            if not online:
+                self._last_error = reason
+            changed = key != self._reported
+            self._reported = key
+        if not changed:
+            log.debug("camera still offline: %s", reason)
+            return
+        if online:
+            log.info("camera online: %s", reason)
+        elif self._ended:
+            log.info("camera offline: %s", reason)
+        else:
+            log.warning("camera offline: %s (retrying)", reason)
+        if self._on_state is not None:
+            try:
+                self._on_state(online, reason)
+            except Exception:
+                log.exception("camera state callback failed")
