@@ -8,7 +8,9 @@ naming every bad field, its value and the reason.
 
 from __future__ import annotations
 
+import json
 import socket
+import textwrap
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -79,6 +81,9 @@ class LoopSettings(Section):
     fps: float = Field(5.0, gt=0, le=120, description="Target frames processed per second.")
     stats_interval: float = Field(30.0, gt=0, description="Seconds between stats reports.")
     max_faces: int = Field(5, ge=1, description="Classify at most this many faces per frame.")
+    duration: float = Field(
+        0.0, ge=0, description="Stop by itself after this many seconds (0: run until stopped)."
+    )
 
 
 class OutputSettings(Section):
@@ -251,8 +256,12 @@ def format_validation_error(err: ValidationError) -> str:
             lines.append(f"{loc}: unknown setting")
             continue
         value = e.get("input")
+        msg = e["msg"].removeprefix("Value error, ")
+        if isinstance(value, dict):  # a check across a section's fields: no single value
+            lines.append(f"{loc}: {msg}")
+            continue
         shown = "***" if "password" in loc else repr(value)
-        lines.append(f"{loc} = {shown}: {e['msg']}")
+        lines.append(f"{loc} = {shown}: {msg}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
@@ -269,3 +278,73 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
         raise ConfigError(format_validation_error(e)) from None
     finally:
         _FILE_VALUES.reset(token)
+
+
+# -- TOML output: `edged config check` (effective settings) and the example file ----------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, SecretStr):
+        return '"***"'
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def _section_fields() -> list[tuple[str, type[BaseModel]]]:
+    out = []
+    for name, info in Settings.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.append((name, ann))
+    return out
+
+
+def dump_toml(settings: Settings) -> str:
+    """The effective settings as TOML, secrets shown as ``***``, unset values commented."""
+    lines: list[str] = []
+    for name, _ in _section_fields():
+        section = getattr(settings, name)
+        lines.append(f"[{name}]")
+        for key in type(section).model_fields:
+            value = getattr(section, key)
+            if value is None:
+                lines.append(f"# {key} = (not set)")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+_EXAMPLE_HEADER = """\
+# edged configuration. Every option, commented out at its default value.
+# Uncomment what you change. Sources, lowest first: these defaults < this file
+# (edged run --config FILE) < environment (EDGED_SECTION__KEY, e.g. EDGED_MQTT__HOST)
+# < command-line flags. Unknown keys are errors. Check with: edged config check --config FILE
+# Regenerate this file with: edged config example > config/edged.toml
+"""
+
+
+def example_toml() -> str:
+    """An example file documenting every option (what ``config/edged.toml`` holds)."""
+    lines = [_EXAMPLE_HEADER]
+    for name, cls in _section_fields():
+        doc = (cls.__doc__ or "").strip()
+        if doc and doc != (Section.__doc__ or "").strip():
+            lines.extend(f"# {line}".rstrip() for line in doc.splitlines())
+        lines.append(f"[{name}]")
+        for key, info in cls.model_fields.items():
+            for line in textwrap.wrap(info.description or "", 86):
+                lines.append(f"# {line}")
+            if info.default_factory is not None:
+                lines.append(f"# {key} = (computed on this machine)")
+            elif info.default is None:
+                lines.append(f"# {key} = (not set)")
+            else:
+                lines.append(f"# {key} = {_toml_value(info.default)}")
+        lines.append("")
+    return "\n".join(lines)
