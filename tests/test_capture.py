@@ -1,0 +1,422 @@
+"""Frame capture: real MJPG clips through the same cv2.VideoCapture code a camera uses.
+
+Each clip's frame i is a flat grey of value ``(i % 60) * STEP``, so a test can tell from the
+pixels which frame it got and check that it matches the frame's sequence number.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edged.capture import (
+    CameraError,
+    FrameGrabber,
+    SourceKind,
+    SourceUnsupported,
+    display_name,
+    has_gstreamer,
+    open_source,
+    source_kind,
+)
+from edged.settings import CameraSettings
+
+STEP = 4  # grey step between frames: survives MJPG compression with room to spare
+
+
+def write_clip(path: Path, frames: int, fps: float, size: tuple[int, int] = (64, 48)) -> Path:
+    w, h = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(np.full((h, w, 3), (i % 60) * STEP, np.uint8))
+    writer.release()
+    return path
+
+
+def frame_index(image: np.ndarray) -> int:
+    return round(float(image.mean()) / STEP)
+
+
+def until(cond: Callable[[], object], timeout: float = 10.0, every: float = 0.01) -> None:
+    """Wait for ``cond`` with a generous liveness deadline (never a speed assertion)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(every)
+
+
+class States:
+    """Collects on_state reports (from the grabber thread)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[bool, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, online: bool, reason: str) -> None:
+        with self._lock:
+            self.items.append((online, reason))
+
+    def onlines(self) -> list[bool]:
+        with self._lock:
+            return [o for o, _ in self.items]
+
+
+def settings(source: Path | str, **kw: object) -> CameraSettings:
+    base: dict[str, object] = {"retry_initial": 0.05, "retry_max": 0.2}
+    base.update(kw)
+    return CameraSettings(source=str(source), **base)
+
+
+@pytest.fixture
+def grabbers() -> Callable[..., FrameGrabber]:
+    """Factory for started grabbers that are always stopped, even when a test fails."""
+    made: list[FrameGrabber] = []
+
+    def make(s: CameraSettings, states: States | None = None) -> FrameGrabber:
+        g = FrameGrabber(s, on_state=states)
+        made.append(g)
+        g.start()
+        return g
+
+    yield make
+    for g in made:
+        g.stop()
+
+
+# -- source strings and one-shot opening -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [
+        ("0", SourceKind.DEVICE_INDEX),
+        ("/dev/video0", SourceKind.DEVICE_PATH),
+        ("clip.mp4", SourceKind.FILE),
+        ("frames/img_%04d.jpg", SourceKind.FILE),
+        ("rtsp://user:pw@cam.local/stream", SourceKind.URL),
+        ("http://cam.local/video.mjpg", SourceKind.URL),
+        ("v4l2src ! videoconvert ! appsink", SourceKind.GSTREAMER),
+        ("picamera2", SourceKind.PICAMERA2),
+    ],
+)
+def test_source_string_selects_the_right_kind_of_source(source: str, kind: SourceKind) -> None:
+    assert source_kind(source) is kind
+
+
+def test_auto_source_is_picamera2_only_where_it_is_importable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # not importable
+    assert source_kind("auto") is SourceKind.DEVICE_INDEX
+
+
+def test_url_credentials_never_reach_the_logs() -> None:
+    assert display_name("rtsp://admin:secret@10.0.0.5/live") == "rtsp://***@10.0.0.5/live"
+
+
+def test_missing_device_path_fails_with_a_clear_message() -> None:
+    with pytest.raises(CameraError) as e:
+        open_source(settings("/dev/video9"))
+    assert str(e.value) == (
+        "no camera at /dev/video9: device does not exist (is a camera connected? `ls /dev/video*`)"
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="V4L2 device nodes")
+def test_missing_device_index_names_its_device_node() -> None:
+    assert not os.path.exists("/dev/video9")
+    with pytest.raises(CameraError, match=r"no camera at /dev/video9: device does not exist"):
+        open_source(settings("9"))
+
+
+def test_missing_picamera2_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails as where not installed
+    with pytest.raises(SourceUnsupported) as e:
+        open_source(settings("picamera2"))
+    msg = str(e.value)
+    assert "sudo apt install python3-picamera2" in msg
+    assert "--system-site-packages" in msg
+
+
+@pytest.mark.skipif(has_gstreamer(), reason="this OpenCV has GStreamer")
+def test_gstreamer_pipeline_without_gstreamer_says_so() -> None:
+    with pytest.raises(SourceUnsupported, match="built without GStreamer"):
+        open_source(settings("videotestsrc ! videoconvert ! appsink"))
+
+
+def test_missing_video_file_and_folder_are_named(tmp_path: Path) -> None:
+    with pytest.raises(CameraError, match=r"video file .*nope\.avi does not exist"):
+        open_source(settings(tmp_path / "nope.avi"))
+    with pytest.raises(CameraError, match="is a folder"):
+        open_source(settings(tmp_path))
+
+
+def test_file_that_is_not_a_video_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.avi"
+    bad.write_text("not a video\n")
+    with pytest.raises(CameraError, match="not a video OpenCV can decode"):
+        open_source(settings(bad))
+
+
+def test_image_sequence_plays_through_the_same_capture(tmp_path: Path) -> None:
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"img_{i:04d}.png"), np.full((8, 8, 3), i * STEP, np.uint8))
+    src = open_source(settings(tmp_path / "img_%04d.png"))
+    try:
+        got = []
+        while (img := src.read(None)) is not None:
+            got.append(frame_index(img))
+    finally:
+        src.release()
+    assert got == [0, 1, 2]
+
+
+def test_source_reads_into_the_buffer_it_is_given(tmp_path: Path) -> None:
+    src = open_source(settings(write_clip(tmp_path / "c.avi", 3, 10)))
+    try:
+        first = src.read(None)
+        assert first is not None
+        again = src.read(first)
+        assert again is first  # no allocation per frame once sizes are stable
+    finally:
+        src.release()
+
+
+# -- the grabber -------------------------------------------------------------------------
+
+
+def test_slow_consumer_gets_the_newest_frame_never_a_backlog(tmp_path, grabbers) -> None:
+    clip = write_clip(tmp_path / "c.avi", 60, 50.0)
+    g = grabbers(settings(clip, realtime=True))
+    seqs = []
+    last = -1
+    for _ in range(5):
+        time.sleep(0.15)  # a consumer much slower than the 50 fps source
+        before = g.stats.grabbed
+        f = g.latest(last)
+        assert f is not None
+        assert f.seq >= before  # the newest frame grabbed so far, not a queued old one
+        assert frame_index(f.image) == f.seq - 1  # and the pixels are that frame's
+        seqs.append(f.seq)
+        last = f.seq
+    assert all(b - a > 1 for a, b in itertools.pairwise(seqs))  # frames skipped
+    st = g.stats
+    assert st.taken == 5
+    assert st.dropped >= st.grabbed - st.taken - 1  # all but the last untaken one counted
+    assert st.dropped > 0
+
+
+def test_frame_held_by_the_consumer_is_never_overwritten(tmp_path, grabbers) -> None:
+    clip = write_clip(tmp_path / "c.avi", 60, 25.0)
+    g = grabbers(settings(clip, realtime=False, loop=True))
+    f = g.wait(timeout=5)
+    assert f is not None
+    held = f.image.copy()
+    until(lambda: g.stats.grabbed > f.seq + 20)  # the grabber wrote many frames meanwhile
+    assert np.array_equal(f.image, held)
+
+
+def test_latest_returns_none_when_nothing_newer(tmp_path, grabbers) -> None:
+    clip = write_clip(tmp_path / "c.avi", 3, 25.0)
+    g = grabbers(settings(clip, realtime=False))
+    until(lambda: g.ended)
+    f = g.latest()
+    assert f is not None
+    assert f.seq == 3
+    assert frame_index(f.image) == 2
+    assert g.latest(after_seq=f.seq) is None
+    assert g.latest() is f  # asking again without a newer frame returns the same frame
+
+
+def test_realtime_file_plays_at_its_own_rate(tmp_path, grabbers) -> None:
+    clip = write_clip(tmp_path / "c.avi", 15, 20.0)  # 0.75 s of video
+    t0 = time.monotonic()
+    g = grabbers(settings(clip, realtime=True))
+    until(lambda: g.ended)
+    elapsed = time.monotonic() - t0
+    assert elapsed >= 0.6  # paced like a camera: it cannot finish early
+    assert g.stats.grabbed == 15
+    assert g.stats.source_fps == 20.0
+
+
+def test_camera_fps_overrides_a_files_own_rate(tmp_path, grabbers) -> None:
+    clip = write_clip(tmp_path / "c.avi", 6, 100.0)  # 0.06 s at its own rate
+    t0 = time.monotonic()
+    g = grabbers(settings(clip, realtime=True, fps=10.0))  # 0.6 s at 10 fps
+    until(lambda: g.ended)
+    assert time.monotonic() - t0 >= 0.45
+    assert g.stats.source_fps == 10.0
+
+
+def test_non_realtime_file_is_read_as_fast_as_it_decodes(tmp_path, grabbers) -> None:
+    clip = write_clip(tmp_path / "c.avi", 100, 1.0)  # 100 s of video at its own rate
+    g = grabbers(settings(clip, realtime=False))
+    until(lambda: g.ended, timeout=20)  # liveness only: far less than 100 s
+    assert g.stats.grabbed == 100
+
+
+def test_looping_file_starts_again_from_its_first_frame(tmp_path, grabbers) -> None:
+    clip = write_clip(tmp_path / "c.avi", 10, 100.0)
+    states = States()
+    g = grabbers(settings(clip, realtime=True, loop=True), states)
+    last = -1
+    seen: list[int] = []
+    deadline = time.monotonic() + 10
+    while last < 35 and time.monotonic() < deadline:
+        f = g.wait(last, timeout=2)
+        assert f is not None
+        assert frame_index(f.image) == (f.seq - 1) % 10
+        seen.append(frame_index(f.image))
+        last = f.seq
+    assert last >= 35  # three times through a 10-frame clip
+    assert not g.ended
+    assert states.onlines() == [True]  # a loop is not a reconnect
+
+
+def test_file_that_ends_goes_offline_once_and_stops(tmp_path, grabbers) -> None:
+    clip = write_clip(tmp_path / "c.avi", 5, 25.0)
+    states = States()
+    g = grabbers(settings(clip, realtime=False), states)
+    until(lambda: g.ended)
+    until(lambda: not g.running)
+    assert not g.online
+    assert states.items[0][0] is True
+    assert states.items[1:] == [(False, f"end of {clip}")]
+    assert g.stats.failures == 0
+
+
+def test_missing_file_retries_then_recovers_when_it_appears(
+    tmp_path, grabbers, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="edged.capture")
+    target = tmp_path / "later.avi"
+    states = States()
+    g = grabbers(settings(target, realtime=True, loop=True), states)
+    until(lambda: g.stats.failures >= 4)  # several retries...
+    assert g.running
+    assert states.items == [(False, f"video file {target} does not exist")]  # ...reported once
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1  # and logged once, not once per retry
+    # The file appears (renamed into place, as a copy tool would finish).
+    write_clip(tmp_path / "tmp.avi", 10, 50.0)
+    os.replace(tmp_path / "tmp.avi", target)
+    f = g.wait(timeout=10)
+    assert f is not None
+    assert g.online
+    assert states.onlines() == [False, True]
+    assert g.wait(f.seq, timeout=5) is not None  # and frames keep flowing
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A real HTTP server on a free port serving a folder: (folder, base URL)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder))
+    )
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield folder, f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+    t.join(5)
+
+
+def test_broken_stream_is_reopened_and_frames_flow_again(http_dir, grabbers) -> None:
+    """A network stream that stops delivering (the connection ends) is reconnected."""
+    folder, base = http_dir
+    write_clip(folder / "s.avi", 10, 25.0)
+    states = States()
+    g = grabbers(settings(f"{base}/s.avi", realtime=False), states)
+    until(lambda: g.stats.reconnects >= 2)  # each time the stream ends, it is reopened
+    assert g.running
+    assert not g.ended  # a stream is never "ended" like a file
+    onlines = states.onlines()
+    assert onlines[:4] == [True, False, True, False]  # one report per change, in order
+    assert all(a != b for a, b in itertools.pairwise(onlines))
+    reason = states.items[1][1]
+    assert reason == f"{base}/s.avi stopped delivering frames (unplugged or stream broken?)"
+    assert g.stats.grabbed >= 20  # two whole plays, then the third began
+
+
+def test_unreachable_stream_is_retried_with_a_clear_reason(http_dir, grabbers) -> None:
+    _, base = http_dir
+    states = States()
+    g = grabbers(settings(f"{base}/missing.avi"), states)
+    until(lambda: g.stats.failures >= 2)
+    assert g.running
+    assert states.items == [
+        (
+            False,
+            f"cannot open stream {base}/missing.avi (unreachable, wrong address or credentials?)",
+        )
+    ]
+
+
+def test_backoff_grows_up_to_its_cap(tmp_path, grabbers) -> None:
+    target = tmp_path / "never.avi"
+    g = grabbers(settings(target, retry_initial=0.05, retry_max=0.2))
+    time.sleep(1.0)
+    # 0.05 + 0.1 + 0.2 + 0.2 + 0.2 ... : about 6 tries in 1 s; without backoff, 20;
+    # without the cap, 4 (0.05 + 0.1 + 0.2 + 0.4 + 0.8 > 1).
+    assert 4 <= g.stats.failures <= 9
+
+
+def test_stop_is_immediate_even_during_a_long_backoff(tmp_path) -> None:
+    g = FrameGrabber(settings(tmp_path / "none.avi", retry_initial=30.0, retry_max=60.0))
+    g.start()
+    until(lambda: g.stats.failures >= 1)
+    t0 = time.monotonic()
+    g.stop()
+    assert time.monotonic() - t0 < 1.0  # not the 30 s backoff
+    assert not g.running
+
+
+def test_stop_releases_a_playing_source_and_wakes_a_waiting_consumer(tmp_path) -> None:
+    clip = write_clip(tmp_path / "c.avi", 100, 5.0)
+    g = FrameGrabber(settings(clip, realtime=True))
+    g.start()
+    f = g.wait(timeout=5)
+    assert f is not None
+    result: list[object] = []
+    waiter = threading.Thread(target=lambda: result.append(g.wait(f.seq + 100, timeout=30)))
+    waiter.start()
+    g.stop()
+    waiter.join(5)
+    assert not waiter.is_alive()
+    assert not g.running
+
+
+def test_missing_device_keeps_the_grabber_alive_and_says_why(grabbers) -> None:
+    states = States()
+    g = grabbers(settings("/dev/video9"), states)
+    until(lambda: g.stats.failures >= 2)
+    assert g.running
+    assert states.items == [
+        (
+            False,
+            "no camera at /dev/video9: device does not exist (is a camera connected? "
+            "`ls /dev/video*`)",
+        )
+    ]
+    assert g.stats.last_error == states.items[0][1]
