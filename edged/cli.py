@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 
-from edged import __version__, detect
+from edged import __version__, config_cmd, detect, run
 from edged.errors import (
     BrokerError,
     CameraError,
@@ -103,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Each command module adds itself here: a function taking the subparsers object and
 # calling ``set_defaults(func=...)`` on its parser.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [detect.register]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    detect.register,
+    run.register,
+    config_cmd.register,
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,19 +1,45 @@
-"""The daemon: the fixed-rate frame loop, its outputs, signals, stats.
+"""The daemon: the fixed-rate frame loop, its outputs, signals, stats (``edged run``).
 
-Skeleton: the `Output` interface and `Controls` are stable (the MQTT publisher implements
-them); the loop itself follows.
+The loop runs on the main thread. Other threads only produce: the grabber (frames),
+the model store (models) and paho's network loop (MQTT). Their news reaches the loop
+through a deque that the loop drains once per tick, so every `Output` method is called
+from the loop thread and outputs need no locks of their own.
+
+Lifetime (uvicorn's ``server.py`` shape): start-up → loop → shutdown. Signal handlers
+only set flags and wake the loop through a pipe; a second SIGINT/SIGTERM forces exit.
+Periodic duties (watchdog ping, STATUS, stats) run from the loop, not from extra threads,
+so a hung loop stops the watchdog pings and systemd restarts the service.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import sys
 import threading
-from typing import TYPE_CHECKING, Protocol
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from edged.pipeline import FrameResult
+import numpy as np
+
+from edged.pipeline import FrameResult, Pipeline
+from edged.ticker import Ticker
 
 if TYPE_CHECKING:
-    from edged.model_store import ModelStatus
+    from edged.capture import FrameGrabber
+    from edged.model_store import ModelStatus, ModelStore
+    from edged.notify import Notifier
     from edged.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Output(Protocol):
@@ -32,7 +58,7 @@ class Output(Protocol):
         """The model changed: loaded, reload failed (old one kept), or missing."""
 
     def on_stats(self, stats: dict[str, object]) -> None:
-        """Every ``loop.stats_interval`` seconds."""
+        """Every ``loop.stats_interval`` seconds, and once more at shutdown."""
 
     def stop(self) -> None:
         """Publish offline, disconnect; quick."""
@@ -43,14 +69,485 @@ class Controls:
 
     def __init__(self) -> None:
         # Set = classify and publish expressions (the privacy switch; default on).
+        # Clear = the loop does not even look for faces; outputs get None every tick.
         self.detect = threading.Event()
         self.detect.set()
-        # SIGHUP sets it; the loop asks the model store to reload and clears it.
+        # Set = the loop asks the model store to reload (and clears it). SIGHUP does the
+        # same through a plain flag: an Event is not safe to set from a signal handler.
         self.reload = threading.Event()
 
 
 def build_outputs(settings: Settings, controls: Controls) -> list[Output]:
-    """The outputs ``edged run`` feeds, from settings."""
+    """The outputs ``edged run`` feeds, from settings (the one place outputs are made)."""
     outputs: list[Output] = []
-    # --- MQTT: the publisher is constructed here (edged/publisher.py) ---
+    if settings.output.stdout:
+        outputs.append(JsonLinesOutput(sys.stdout))
+    if settings.mqtt.enabled:
+        # --- MQTT: the publisher is constructed here (edged/publisher.py) ---
+        try:
+            from edged import publisher
+        except ImportError:
+            log.warning("MQTT output is not available in this build; running without it")
+        else:
+            outputs.append(publisher.build(settings, controls))
     return outputs
+
+
+# -- the stdout output ------------------------------------------------------------------
+
+
+def face_json(result: FrameResult) -> list[dict[str, Any]]:
+    """The faces of a frame as `edged detect --json` writes them."""
+    return [
+        {
+            "expression": f.expression,
+            "confidence": round(f.confidence, 4),
+            "distance": round(f.distance, 2),
+            "box": f.box.as_list(),
+        }
+        for f in result.faces
+    ]
+
+
+class JsonLinesOutput:
+    """One JSON object per line: ``frame``, ``camera``, ``model`` and ``stats`` records.
+
+    For pipes and log collectors (``edged run --stdout | jq``). A closed pipe turns the
+    output off instead of stopping the daemon.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._open = True
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if not self._open:
+            return
+        try:
+            self._stream.write(json.dumps(record) + "\n")
+            self._stream.flush()
+        except (BrokenPipeError, ValueError):  # reader went away / stream closed
+            self._open = False
+            log.warning("stdout is closed: no more JSON lines")
+            with contextlib.suppress(OSError, ValueError):
+                # So the interpreter's final flush does not fail again at exit.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def start(self) -> None:
+        pass
+
+    def on_frame(self, result: FrameResult | None, now: float) -> None:
+        if result is None:
+            return
+        self._write(
+            {
+                "type": "frame",
+                "time": round(result.timestamp or now, 3),
+                "model_version": result.model_version,
+                "faces": face_json(result),
+                "detect_ms": round(result.detect_ms, 2),
+                "classify_ms": round(result.classify_ms, 2),
+            }
+        )
+
+    def on_camera(self, online: bool, reason: str) -> None:
+        self._write({"type": "camera", "online": online, "reason": reason})
+
+    def on_model(self, status: ModelStatus) -> None:
+        self._write(
+            {
+                "type": "model",
+                "state": status.state,
+                "version": status.version,
+                "error": status.error,
+                "classes": list(status.classes),
+                "load_ms": status.load_ms,
+            }
+        )
+
+    def on_stats(self, stats: dict[str, object]) -> None:
+        self._write({"type": "stats", **stats})
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+
+# -- stats ------------------------------------------------------------------------------
+
+
+class Ring:
+    """The last ``size`` samples in a preallocated array: bounded memory, no per-frame list."""
+
+    __slots__ = ("_buf", "count")
+
+    def __init__(self, size: int = 512) -> None:
+        self._buf = np.zeros(size, dtype=np.float64)
+        self.count = 0
+
+    def add(self, value: float) -> None:
+        self._buf[self.count % self._buf.shape[0]] = value
+        self.count += 1
+
+    def percentiles(self, *qs: float) -> list[float | None]:
+        n = min(self.count, self._buf.shape[0])
+        if n == 0:
+            return [None for _ in qs]
+        values = np.percentile(self._buf[:n], qs)
+        return [round(float(v), 2) for v in values]
+
+
+def rss_mb() -> float | None:
+    """Resident memory from /proc (Linux); None elsewhere."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
+class Stats:
+    """Counters the loop keeps; `snapshot` turns them into the stats dict."""
+
+    def __init__(self, target_fps: float, now: float) -> None:
+        self.target_fps = target_fps
+        self.started = now
+        self.frames = 0  # frames processed (new frame, detection on)
+        self.ticks = 0
+        self.idle_ticks = 0  # ticks with no new frame
+        self.output_errors = 0
+        self.latency = Ring()  # tick start -> outputs done
+        self.detect = Ring()
+        self.classify = Ring()
+        self._mark = (now, 0, time.process_time())
+
+    def snapshot(self, now: float, skipped: int) -> dict[str, object]:
+        since, frames_then, cpu_then = self._mark
+        cpu_now = time.process_time()
+        wall = max(now - since, 1e-9)
+        self._mark = (now, self.frames, cpu_now)
+        p50, p95 = self.latency.percentiles(50, 95)
+        return {
+            "fps": round((self.frames - frames_then) / wall, 2),
+            "target_fps": self.target_fps,
+            "frames": self.frames,
+            "ticks": self.ticks,
+            "idle_ticks": self.idle_ticks,
+            "skipped_ticks": skipped,
+            "latency_ms": {"p50": p50, "p95": p95},
+            "detect_ms": {"p50": self.detect.percentiles(50)[0]},
+            "classify_ms": {"p50": self.classify.percentiles(50)[0]},
+            "cpu_percent": round(100.0 * (cpu_now - cpu_then) / wall, 1),
+            "rss_mb": rss_mb(),
+            "uptime_s": round(now - self.started, 1),
+            "output_errors": self.output_errors,
+        }
+
+
+# -- waking the loop --------------------------------------------------------------------
+
+
+class Waker:
+    """A stop flag the loop can sleep on; `set` is safe from signal handlers and threads.
+
+    A self-pipe rather than ``threading.Event``: Event.set takes a lock the interrupted
+    main thread may hold, and a handler waiting on it would deadlock.
+    """
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)
+        self.flag = False
+
+    def set(self) -> None:
+        self.flag = True
+        with contextlib.suppress(OSError):  # pipe full: a wake-up is already pending
+            os.write(self._w, b"x")
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` s or until `set`; returns the flag."""
+        if not self.flag and timeout > 0:
+            ready, _, _ = select.select([self._r], [], [], timeout)
+            if ready:
+                with contextlib.suppress(OSError):
+                    os.read(self._r, 64)
+        return self.flag
+
+    def close(self) -> None:
+        os.close(self._r)
+        os.close(self._w)
+
+
+# -- the service ------------------------------------------------------------------------
+
+
+class Service:
+    """Runs the loop: grab the newest frame, detect + classify, hand the result out."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        outputs: list[Output],
+        controls: Controls | None = None,
+        *,
+        grabber: FrameGrabber | None = None,
+        store: ModelStore | None = None,
+        pipeline: Pipeline | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        from edged.capture import FrameGrabber
+        from edged.model_store import ModelStore
+        from edged.notify import Notifier
+        from edged.vision import DetectorConfig, FaceDetector
+
+        self.settings = settings
+        self.outputs = outputs
+        self.controls = controls or Controls()
+        self._events: deque[tuple[str, Any]] = deque()  # appended by other threads
+        self.grabber = grabber or FrameGrabber(settings.camera, on_state=self._camera_changed)
+        m = settings.model
+        self.store = store or ModelStore(
+            m.path, m.labels, m.poll_interval, on_change=self._model_changed
+        )
+        d = settings.detector
+        self.pipeline = pipeline or Pipeline(
+            FaceDetector(DetectorConfig(d.scale_factor, d.min_neighbors, d.min_size, d.max_width)),
+            max_faces=settings.loop.max_faces,
+        )
+        self.notifier = notifier or Notifier()
+        self._clock = clock
+        self._wall = wall
+        self._stop = Waker()
+        self._hup = False
+        self._signals = 0
+        self.stop_reason = ""
+        self.camera: tuple[bool, str] = (False, "starting")
+        self.model: ModelStatus | None = None
+        self.stats: Stats | None = None
+        self._ticker: Ticker | None = None
+        self._last_stats: dict[str, object] | None = None
+        self._errors_logged: set[tuple[int, str]] = set()
+
+    # -- called from other threads (and signal handlers) --------------------------------
+
+    def _camera_changed(self, online: bool, reason: str) -> None:
+        self._events.append(("camera", (online, reason)))
+
+    def _model_changed(self, status: ModelStatus) -> None:
+        self._events.append(("model", status))
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask the loop to finish its tick and shut down. Safe from any thread or handler."""
+        if not self.stop_reason:
+            self.stop_reason = reason
+        self._stop.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._hup = True  # handled at the next tick
+            return
+        self._signals += 1
+        if self._signals > 1:  # a second Ctrl-C: the user does not want to wait
+            os.write(2, b"edged: forced exit\n")
+            os._exit(128 + signum)
+        self.request_stop(signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        old = {s: signal.signal(s, self._on_signal) for s in sigs}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _each_output(self, method: str, *args: object) -> None:
+        for out in self.outputs:
+            try:
+                getattr(out, method)(*args)
+            except Exception:
+                # A broken output must not stop the others or the daemon: log it once.
+                if self.stats is not None:
+                    self.stats.output_errors += 1
+                key = (id(out), method)
+                if key not in self._errors_logged:
+                    self._errors_logged.add(key)
+                    log.exception("output %s failed in %s", type(out).__name__, method)
+
+    def _drain_events(self) -> bool:
+        changed = False
+        while self._events:
+            kind, value = self._events.popleft()
+            changed = True
+            if kind == "camera":
+                self.camera = value
+                self._each_output("on_camera", *value)
+            else:
+                self.model = value
+                self._each_output("on_model", value)
+        return changed
+
+    def summary(self) -> str:
+        """The one-line STATUS= text for systemctl status."""
+        online, reason = self.camera
+        cam = "camera online" if online else f"camera offline ({reason})"
+        m = self.model
+        if m is None or m.state == "no model":
+            mod = "no model"
+        elif m.state == "error" and m.version is None:
+            mod = f"no usable model ({m.error})"
+        else:
+            mod = f"model {m.version}" + (f" (reload failed: {m.error})" if m.error else "")
+        if not self.controls.detect.is_set():
+            mod += ", detection paused"
+        fps = ""
+        if self._last_stats:
+            fps = f", {self._last_stats['fps']} fps"
+        return f"{cam}, {mod}{fps}"
+
+    def _emit_stats(self, ticker: Ticker) -> None:
+        assert self.stats is not None
+        snap = self.stats.snapshot(self._clock(), ticker.skipped)
+        online, reason = self.camera
+        capture = self.grabber.stats
+        snap["camera"] = {
+            "online": online,
+            "reason": reason,
+            "dropped": capture.dropped,
+            "reconnects": capture.reconnects,
+        }
+        m = self.model
+        snap["model"] = {
+            "state": m.state if m else "no model",
+            "version": m.version if m else None,
+            "error": m.error if m else None,
+            "load_ms": m.load_ms if m else None,
+        }
+        self._last_stats = snap
+        lat = snap["latency_ms"]
+        assert isinstance(lat, dict)
+        log.info(
+            "stats: %s fps (target %g), latency p50 %s ms p95 %s ms, %d skipped ticks, "
+            "cpu %s%%, rss %s MB; %s",
+            snap["fps"],
+            self.settings.loop.fps,
+            lat["p50"],
+            lat["p95"],
+            ticker.skipped,
+            snap["cpu_percent"],
+            snap["rss_mb"],
+            self.summary(),
+        )
+        self._each_output("on_stats", snap)
+
+    def _tick(self, seq: int) -> int:
+        """One slot's work; returns the seq of the newest frame seen."""
+        stats = self.stats
+        assert stats is not None
+        t0 = self._clock()
+        frame = self.grabber.latest(seq)
+        result: FrameResult | None = None
+        if frame is None:
+            stats.idle_ticks += 1
+        else:
+            seq = frame.seq
+            if self.controls.detect.is_set():
+                result = self.pipeline.process(frame.image, self.store.current)
+                result = replace(result, timestamp=frame.timestamp)
+                stats.frames += 1
+                stats.detect.add(result.detect_ms)
+                stats.classify.add(result.classify_ms)
+        self._each_output("on_frame", result, self._wall())
+        stats.ticks += 1
+        stats.latency.add((self._clock() - t0) * 1000.0)
+        return seq
+
+    def run(self) -> int:
+        """Start everything, loop until stopped, shut down; returns the exit status."""
+        s = self.settings
+        with self._signal_handlers():
+            self.model = self.store.load_now()
+            self._events.clear()  # load_now's own change report: sent below, once
+            for out in self.outputs:
+                out.start()
+            self._each_output("on_model", self.model)
+            self.store.start()
+            self.grabber.start()
+            try:
+                self._loop(s.loop.fps, s.loop.stats_interval, s.loop.duration)
+            finally:
+                self._shutdown()
+        log.info("stopped (%s)", self.stop_reason or "done")
+        return 0
+
+    def _loop(self, fps: float, stats_every: float, duration: float) -> None:
+        start = self._clock()
+        self.stats = Stats(fps, start)
+        ticker = self._ticker = Ticker(fps, start)
+        next_stats = start + stats_every
+        end = start + duration if duration > 0 else float("inf")
+        notifier = self.notifier
+        seq = -1
+        ready = False
+        while True:
+            now = self._clock()
+            if now >= end:
+                self.request_stop(f"ran for {duration:g} s")
+                break
+            wait = ticker.delay(now)
+            if wait > 0:
+                # Wake for the slot, a watchdog ping, the end of --duration, or a stop.
+                if self._stop.wait(min(wait, notifier.until_ping(), end - now)):
+                    break
+                notifier.watchdog()
+                continue
+            if self._hup or self.controls.reload.is_set():
+                self._hup = False
+                self.controls.reload.clear()
+                log.info("reloading the model on request")
+                self.store.request_reload()
+            changed = self._drain_events()
+            seq = self._tick(seq)
+            notifier.watchdog()
+            if not ready:
+                ready = True
+                notifier.ready(self.summary())
+                log.info("running at %g fps: %s", fps, self.summary())
+            elif changed:
+                notifier.status(self.summary())
+            if self._clock() >= next_stats:
+                self._emit_stats(ticker)
+                notifier.status(self.summary())
+                next_stats = self._clock() + stats_every
+            if self.grabber.ended and self.grabber.latest(seq) is None:
+                self.request_stop("the video file ended")
+                break
+            if self._stop.flag:
+                break
+            if ticker.done(self._clock()):
+                log.debug("a tick overran its slot: %d slot(s) skipped so far", ticker.skipped)
+
+    def _shutdown(self) -> None:
+        """Stop grabbing, final stats, outputs offline. Quick: systemd gives us seconds."""
+        self.notifier.stopping()
+        self.grabber.stop(timeout=1.0)
+        self.store.stop(timeout=0.5)
+        self._drain_events()
+        if self.stats is not None and self._ticker is not None:
+            self._emit_stats(self._ticker)
+        for out in self.outputs:
+            try:
+                out.stop()
+            except Exception:
+                log.exception("output %s failed to stop cleanly", type(out).__name__)
+        self.notifier.close()
+        self._stop.close()

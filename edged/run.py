@@ -1,0 +1,129 @@
+"""``edged run``: the daemon's command line. Flags become the top layer of the settings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from edged.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\
+settings come from (lowest first): defaults < --config FILE < environment
+(EDGED_SECTION__KEY, e.g. EDGED_MQTT__HOST=broker.lan) < these flags.
+Every option is documented in config/edged.toml (or: edged config example).
+
+signals: SIGTERM/SIGINT stop cleanly (a second SIGINT forces exit); SIGHUP reloads the
+model file. The model file is also reloaded by itself when it changes.
+
+examples:
+  edged run --config /etc/edged/edged.toml
+  edged run --source clip.mp4 --loop --stdout --no-mqtt --model trainer.yml
+  edged run --source /dev/video0 --fps 2 --log-level debug
+"""
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the daemon: camera -> faces -> expressions -> outputs",
+        description="Read the camera at a fixed rate, detect faces, classify their "
+        "expression with the model file, and publish each result (MQTT, JSON lines on "
+        "stdout). Runs until stopped; reloads the model file when it changes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+    p.add_argument(
+        "--source",
+        metavar="SRC",
+        help="camera: device index (0), /dev/videoN, video file, URL, GStreamer pipeline, "
+        "or picamera2 (camera.source)",
+    )
+    p.add_argument("--fps", type=_positive, help="frames processed per second (loop.fps)")
+    p.add_argument("--model", type=Path, metavar="FILE", help="model file to watch (model.path)")
+    p.add_argument(
+        "--stdout",
+        "--json",
+        dest="stdout",
+        action="store_true",
+        default=None,
+        help="print each result as a JSON line on stdout (output.stdout)",
+    )
+    p.add_argument(
+        "--no-mqtt",
+        dest="mqtt",
+        action="store_false",
+        default=None,
+        help="do not publish over MQTT",
+    )
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        default=None,
+        help="loop a video file source when it ends (camera.loop)",
+    )
+    p.add_argument(
+        "--duration",
+        type=_positive,
+        metavar="SECONDS",
+        help="stop by itself after this long (loop.duration)",
+    )
+    p.add_argument(
+        "--stats-interval",
+        type=_positive,
+        metavar="SECONDS",
+        help="seconds between stats reports (loop.stats_interval)",
+    )
+    p.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="log level (log.level)"
+    )
+    p.set_defaults(func=run)
+
+
+def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The flags that were given, nested like the TOML file."""
+    flags = {
+        ("camera", "source"): args.source,
+        ("camera", "loop"): args.loop,
+        ("loop", "fps"): args.fps,
+        ("loop", "duration"): args.duration,
+        ("loop", "stats_interval"): args.stats_interval,
+        ("model", "path"): args.model,
+        ("output", "stdout"): args.stdout,
+        ("mqtt", "enabled"): args.mqtt,
+        ("log", "level"): args.log_level,
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for (section, key), value in flags.items():
+        if value is not None:
+            out.setdefault(section, {})[key] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from edged.cli import setup_logging  # not at the top: cli imports this module
+    from edged.service import Controls, Service, build_outputs
+
+    settings = load_settings(args.config, overrides(args))
+    setup_logging(settings.log.level)
+    controls = Controls()
+    outputs = build_outputs(settings, controls)
+    if not outputs:
+        log.warning(
+            "no outputs enabled (output.stdout and mqtt.enabled are off): results go nowhere"
+        )
+    return Service(settings, outputs, controls).run()
