@@ -1,0 +1,147 @@
+"""Settings: sources and their order, strictness, readable errors, the example file."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from edged import cli
+from edged.errors import ConfigError
+from edged.settings import Settings, dump_toml, example_toml, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config" / "edged.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "edged.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_need_no_file_and_match_the_documented_values(clean_env):
+    s = load_settings()
+    assert s.loop.fps == 5.0
+    assert s.model.path == Path("trainer.yml")
+    assert s.camera.source == "0"
+    assert s.output.stdout is False
+    assert s.loop.duration == 0
+
+
+def test_sources_override_in_order_defaults_file_env_flags(tmp_path, monkeypatch, clean_env):
+    cfg = write(tmp_path, '[loop]\nfps = 2\nmax_faces = 2\n[camera]\nsource = "a.mp4"\n')
+    s = load_settings(cfg)
+    assert (s.loop.fps, s.loop.max_faces, s.camera.source) == (2, 2, "a.mp4")
+    monkeypatch.setenv("EDGED_LOOP__FPS", "3")
+    monkeypatch.setenv("EDGED_CAMERA__SOURCE", "b.mp4")
+    s = load_settings(cfg)
+    assert (s.loop.fps, s.loop.max_faces, s.camera.source) == (3, 2, "b.mp4")
+    s = load_settings(cfg, {"loop": {"fps": 7}})
+    assert (s.loop.fps, s.loop.max_faces, s.camera.source) == (7, 2, "b.mp4")
+    assert s.loop.stats_interval == 30.0  # untouched by any source: the default
+
+
+def test_an_unknown_key_in_the_file_is_an_error_naming_it(tmp_path, clean_env):
+    cfg = write(tmp_path, "[camera]\nsoruce = 1\n[lop]\nfps = 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg)
+    assert "camera.soruce: unknown setting" in str(e.value)
+    assert "lop: unknown setting" in str(e.value)
+
+
+def test_an_unknown_key_in_the_environment_is_an_error(monkeypatch, clean_env):
+    monkeypatch.setenv("EDGED_LOOP__FSP", "3")
+    with pytest.raises(ConfigError, match=r"loop\.fsp: unknown setting"):
+        load_settings()
+
+
+def test_a_bad_value_names_the_field_the_value_and_the_reason(tmp_path, clean_env):
+    cfg = write(tmp_path, '[loop]\nfps = -1\n[log]\nlevel = "loud"\n')
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg)
+    text = str(e.value)
+    assert "loop.fps = -1: Input should be greater than 0" in text
+    assert re.search(r"log\.level = 'loud': Input should be 'debug', 'info'", text)
+
+
+def test_a_file_that_is_missing_or_not_toml_is_named(tmp_path, clean_env):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+    bad = write(tmp_path, "[loop\nfps = 1\n")
+    with pytest.raises(ConfigError, match=f"{re.escape(str(bad))} is not valid TOML"):
+        load_settings(bad)
+
+
+def test_secrets_never_appear_in_errors_or_in_the_dump(tmp_path, clean_env):
+    cfg = write(tmp_path, '[mqtt]\npassword = "hunter2"\nkeyfile = "k.pem"\n')
+    with pytest.raises(ConfigError) as e:  # a cross-field error about the mqtt section
+        load_settings(cfg)
+    assert "hunter2" not in str(e.value)
+    assert "keyfile needs certfile" in str(e.value)
+    s = load_settings(write(tmp_path, '[mqtt]\npassword = "hunter2"\n'))
+    dumped = dump_toml(s)
+    assert "hunter2" not in dumped
+    assert 'password = "***"' in dumped
+
+
+def test_the_dump_is_valid_toml_that_loads_back_to_the_same_settings(tmp_path, clean_env):
+    s = load_settings(None, {"loop": {"fps": 9.5}, "model": {"labels": ["a", "b"]}})
+    again = load_settings(write(tmp_path, dump_toml(s)))
+    assert again == s
+
+
+def _uncommented(text: str) -> str:
+    """The example with every ``# key = value`` line switched on (unset ones left out)."""
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"^# (\w+ = .*)$", line)
+        if m and "(not set)" not in line and "(computed" not in line:
+            out.append(m.group(1))
+        elif line.startswith("["):
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_the_example_file_documents_every_option(clean_env):
+    text = EXAMPLE.read_text()
+    documented = set(re.findall(r"^# (\w+) = ", text, re.M))
+    sections = set(re.findall(r"^\[(\w+)\]$", text, re.M))
+    for name, info in Settings.model_fields.items():
+        assert name in sections, f"[{name}] missing from config/edged.toml"
+        for key in info.annotation.model_fields:
+            assert key in documented, (
+                f"{name}.{key} missing from config/edged.toml: "
+                "run `edged config example > config/edged.toml`"
+            )
+
+
+def test_the_example_file_switched_on_gives_exactly_the_defaults(tmp_path, clean_env):
+    on = _uncommented(EXAMPLE.read_text())
+    tomllib.loads(on)  # valid TOML once uncommented
+    assert load_settings(write(tmp_path, on)) == load_settings()
+
+
+def test_config_check_prints_the_effective_settings_masked(tmp_path, capsys, clean_env):
+    cfg = write(tmp_path, '[loop]\nfps = 4\n[mqtt]\npassword = "hunter2"\n')
+    assert cli.main(["config", "check", "--config", str(cfg)]) == 0
+    out, err = capsys.readouterr()
+    assert "fps = 4" in out
+    assert "hunter2" not in out + err
+    assert tomllib.loads(out)["loop"]["fps"] == 4
+    assert "configuration OK" in err
+
+
+def test_config_check_exits_78_naming_the_bad_field(tmp_path, capsys, clean_env):
+    cfg = write(tmp_path, "[camera]\nwidth = -5\n")
+    assert cli.main(["config", "check", "--config", str(cfg)]) == 78
+    err = capsys.readouterr().err
+    assert "camera.width = -5" in err
+    assert "greater than or equal to 0" in err
+
+
+def test_config_example_prints_the_documented_file(capsys):
+    assert cli.main(["config", "example"]) == 0
+    assert capsys.readouterr().out == example_toml()
