@@ -68,7 +68,7 @@ class FaceSet:
     labels: list[int] = field(default_factory=list)
     persons: list[str] = field(default_factory=list)
     counts: dict[str, ClassCounts] = field(default_factory=dict)
-    unreadable: list[str] = field(default_factory=list)
+    unreadable: dict[str, list[str]] = field(default_factory=dict)
     # Every readable sample's face (None: no face found), for --eval to reuse.
     by_path: dict[Path, np.ndarray | None] = field(default_factory=dict)
     readable: list[Sample] = field(default_factory=list)
@@ -148,7 +148,7 @@ def extract_faces(
         image = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
         if image is None:
             counts.unreadable += 1
-            out.unreadable.append(s.path.name)
+            out.unreadable.setdefault(s.label, []).append(s.path.name)
         else:
             out.readable.append(s)
             gray = to_gray(image)
@@ -174,9 +174,11 @@ def check_faces(faces: FaceSet) -> None:
     if not faces.faces:
         read = sum(c.read for c in faces.counts.values())
         if read == 0:
+            names = [n for ns in faces.unreadable.values() for n in ns]
             raise DatasetError(
-                "none of the images could be read as a picture "
-                f"(e.g. {_examples(faces.unreadable)}): nothing to train"
+                "none of the images could be read as a picture"
+                + (f" ({_examples(names)})" if names else "")
+                + ": nothing to train"
             )
         raise DatasetError(
             f"no face found in any of the {read} readable images: nothing to train "
@@ -185,8 +187,9 @@ def check_faces(faces: FaceSet) -> None:
     empty = [c for c, n in faces.counts.items() if n.trained == 0]
     if empty:
         why = "; ".join(
-            f"{c}: {n.listed} listed, {n.missing} missing, {n.unreadable} unreadable, "
-            f"{n.no_face} without a face"
+            f"{c}: {n.listed} listed, {n.missing} missing, {n.unreadable} unreadable"
+            + (f" ({_examples(faces.unreadable[c])})" if n.unreadable else "")
+            + f", {n.no_face} without a face"
             for c, n in faces.counts.items()
             if n.trained == 0
         )
@@ -274,6 +277,13 @@ def train(
             f"{len(names)} listed images do not exist in {dataset.root} "
             f"({_examples(names)}); fix the lists or pass --skip-missing"
         )
+    cfg = fitting.FitConfig(lbph=lbph or LBPHParams())
+    det = FaceDetector(detector or fitting.IMAGE_DETECTOR)
+    pre = Preprocessor(cfg.preprocess)
+    bar = Progress("finding faces", len(dataset.samples), stream, enabled=progress)
+    faces = extract_faces(dataset, det, pre, bar)
+    check_faces(faces)
+    # Warnings only once training goes ahead: a refusal stays one line.
     if dataset.missing:
         log(f"skipping {dataset.missing_count} listed images that do not exist")
     if dataset.conflicts:
@@ -281,17 +291,12 @@ def train(
             f"leaving out {len(dataset.conflicts)} images labelled with two classes: "
             + _examples([f"{k} ({'/'.join(v)})" for k, v in dataset.conflicts.items()])
         )
-    cfg = fitting.FitConfig(lbph=lbph or LBPHParams())
-    det = FaceDetector(detector or fitting.IMAGE_DETECTOR)
-    pre = Preprocessor(cfg.preprocess)
-    bar = Progress("finding faces", len(dataset.samples), stream, enabled=progress)
-    faces = extract_faces(dataset, det, pre, bar)
-    if faces.unreadable:
+    unreadable = [n for ns in faces.unreadable.values() for n in ns]
+    if unreadable:
         log(
-            f"{len(faces.unreadable)} images could not be read as pictures and were left out: "
-            + _examples(faces.unreadable)
+            f"{len(unreadable)} images could not be read as pictures and were left out: "
+            + _examples(unreadable)
         )
-    check_faces(faces)
     classes = dict(enumerate(dataset.classes))
     fitted = fitting.fit(faces.faces, faces.labels, classes, cfg, groups=faces.persons)
     version = save(fitted, out)

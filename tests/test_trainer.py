@@ -1,0 +1,421 @@
+"""edged-train: every layout trains, bad input never touches the model, the write is atomic."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import CLASSES, sample_images
+from test_datasets import make_folders_dataset, make_legend_dataset
+
+from edged import fitting
+from edged.datasets import load_dataset
+from edged.errors import DatasetError
+from edged.trainer import ClassCounts, Progress, format_table, save, train
+from edged.vision import LBPHParams, load_model
+
+TRAIN = [sys.executable, "-c", "from edged.cli import train_main; raise SystemExit(train_main())"]
+
+
+def edged_train(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRAIN, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def small_lists(root: Path, per_class: dict[str, list[Path]]) -> Path:
+    """A workshop-layout dataset with the given image files per class."""
+    (root / "images").mkdir(parents=True)
+    for cls, files in per_class.items():
+        for f in files:
+            if f.exists():
+                shutil.copy(f, root / "images" / f.name)
+        (root / f"{cls}.txt").write_text("".join(f"{f.name}\n" for f in files))
+    return root
+
+
+def faceless(path: Path) -> Path:
+    """A real JPEG with nothing face-like in it."""
+    img = np.full((200, 200, 3), 128, np.uint8)
+    cv2.rectangle(img, (40, 40), (160, 160), (90, 90, 90), -1)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+@pytest.fixture
+def existing_model(tmp_path: Path, sample_model: Path) -> tuple[Path, bytes]:
+    """A working trainer.yml that every failed run must leave byte-identical."""
+    path = tmp_path / "out" / "trainer.yml"
+    path.parent.mkdir()
+    shutil.copy(sample_model, path)
+    return path, path.read_bytes()
+
+
+def assert_refused(r: subprocess.CompletedProcess[str], status: int, *words: str) -> str:
+    """Exit status, exactly one stderr line (run with -q), and the words that name the problem."""
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == status, r.stderr
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("edged-train: error: ")
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+# --- pure pieces -----------------------------------------------------------------------
+
+
+class TTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_off_a_terminal_is_one_plain_line_per_tenth():
+    out = io.StringIO()
+    p = Progress("finding faces", 1000, out, clock=lambda: 0.0)
+    for i in range(1, 1001):
+        p.update(i)
+    p.finish()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 10 and "\r" not in out.getvalue()
+    assert lines[0] == "finding faces: 100/1000 (10%), 0 s"
+    assert lines[-1] == "finding faces: 1000/1000 (100%), 0 s"
+
+
+def test_progress_with_fewer_steps_than_tenths_prints_each_step_once():
+    out = io.StringIO()
+    p = Progress("evaluating", 3, out, clock=lambda: 0.0)
+    for i in (1, 2, 3):
+        p.update(i)
+    assert out.getvalue().splitlines() == [
+        "evaluating: 1/3 (33%), 0 s",
+        "evaluating: 2/3 (66%), 0 s",
+        "evaluating: 3/3 (100%), 0 s",
+    ]
+
+
+def test_progress_on_a_terminal_redraws_one_line_and_quiet_prints_nothing():
+    tty = TTY()
+    t = iter(range(100))
+    p = Progress("finding faces", 50, tty, clock=lambda: float(next(t)))
+    for i in range(1, 51):
+        p.update(i)
+    p.finish()
+    assert tty.getvalue().count("\n") == 1 and tty.getvalue().count("\r") >= 10
+    quiet = io.StringIO()
+    q = Progress("finding faces", 50, quiet, enabled=False)
+    q.update(50)
+    q.finish()
+    assert quiet.getvalue() == ""
+
+
+def test_table_has_a_row_per_class_and_totals():
+    table = format_table(
+        {
+            "happy": ClassCounts(listed=10, missing=1, unreadable=2, no_face=3, trained=4),
+            "sad": ClassCounts(listed=5, trained=5),
+        }
+    )
+    rows = [line.split() for line in table.splitlines()]
+    assert rows[0] == ["class", "listed", "missing", "read", "unreadable", "no", "face", "trained"]
+    assert rows[1] == ["happy", "10", "1", "7", "2", "3", "4"]
+    assert rows[2] == ["sad", "5", "0", "5", "0", "0", "5"]
+    assert rows[3] == ["total", "15", "1", "12", "2", "3", "9"]
+
+
+# --- training in-process ---------------------------------------------------------------
+
+
+def test_trained_model_keeps_class_names_in_the_file_for_any_reader(
+    sample_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "trainer.yml"
+    ds = load_dataset(sample_dir, ("surprise", "happy", "neutral"))
+    result = train(ds, out, lbph=LBPHParams(radius=2, neighbors=8, grid_x=6, grid_y=6))
+    model = load_model(out)
+    assert model.class_names() == ["surprise", "happy", "neutral"]
+    assert model.version == result.version and model.source == "edged"
+    assert (
+        model.samples
+        == len(result.faces.faces)
+        == 48 - sum(c.no_face for c in result.faces.counts.values())
+    )
+    plain = cv2.face.LBPHFaceRecognizer_create()
+    plain.read(str(out))
+    assert [plain.getLabelInfo(i) for i in range(3)] == ["surprise", "happy", "neutral"]
+    assert (plain.getRadius(), plain.getGridX(), plain.getGridY()) == (2, 6, 6)
+
+
+@pytest.mark.slow
+def test_a_reader_never_sees_a_partial_model_while_the_trainer_rewrites_it(
+    sample_dir: Path, tmp_path: Path
+):
+    """Two different models written in turn over one path while a thread loads it."""
+    ds = load_dataset(sample_dir, ("happy", "sad"))
+    path = tmp_path / "trainer.yml"
+    first = train(ds, tmp_path / "a.yml", progress=False)
+    a = first.fitted
+    b = fitting.fit(
+        [np.flipud(f) for f in first.faces.faces], a.labels[::-1], {0: "sad", 1: "happy"}
+    )
+    expect = {save(a, path): ["happy", "sad"], save(b, path): ["sad", "happy"]}
+    assert len(expect) == 2
+    stop = threading.Event()
+    seen: list[str] = []
+    problems: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                m = load_model(path)
+            except Exception as e:
+                problems.append(repr(e))
+                continue
+            if expect.get(m.version) != m.class_names():
+                problems.append(f"version {m.version} with classes {m.class_names()}")
+            seen.append(m.version)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for i in range(60):
+            save(a if i % 2 else b, path)
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert not problems, problems[:3]
+    assert len(seen) >= 5 and set(seen) <= set(expect)
+    assert not list(tmp_path.glob(".trainer.yml.*")), "temporary files left behind"
+
+
+def test_train_refuses_listed_files_that_do_not_exist_unless_told_to_skip(
+    sample_dir: Path, tmp_path: Path
+):
+    happy = sample_images("happy", 4)
+    root = small_lists(
+        tmp_path / "ds",
+        {"happy": [*happy, tmp_path / "Gone_0001.jpg"], "sad": sample_images("sad", 4)},
+    )
+    ds = load_dataset(root, ("happy", "sad"))
+    with pytest.raises(
+        DatasetError, match=r"1 listed images do not exist.*happy.txt: Gone_0001.jpg"
+    ):
+        train(ds, tmp_path / "m.yml", progress=False)
+    assert not (tmp_path / "m.yml").exists()
+    result = train(ds, tmp_path / "m.yml", progress=False, skip_missing=True)
+    assert result.faces.counts["happy"].missing == 1
+    assert result.faces.counts["happy"].listed == 5
+
+
+# --- the command -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_edged_train_on_the_workshop_layout_prints_a_table_and_writes_the_model(
+    sample_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "models" / "trainer.yml"
+    r = edged_train(sample_dir, "-o", out)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in r.stdout.splitlines() if line.strip()}
+    for cls in CLASSES:
+        listed, missing, read, unreadable, no_face, trained = map(int, rows[cls])
+        assert (listed, missing, read, unreadable) == (16, 0, 16, 0)
+        assert no_face + trained == 16 and trained >= 14
+    assert "lists layout" in r.stderr and "finding faces: 80/80 (100%)" in r.stderr
+    assert load_model(out).class_names() == list(CLASSES)
+
+
+@pytest.mark.slow
+def test_edged_train_reads_the_legend_layout_with_its_spellings(sample_dir: Path, tmp_path: Path):
+    root = make_legend_dataset(sample_dir, tmp_path / "legend")
+    out = tmp_path / "trainer.yml"
+    r = edged_train(root, "-o", out, "--classes", "happiness,SADNESS", "-q")
+    assert r.returncode == 0 and r.stderr == "" and r.stdout == "", r.stderr
+    assert load_model(out).class_names() == ["happy", "sad"]
+
+
+@pytest.mark.slow
+def test_edged_train_reads_one_folder_per_class(sample_dir: Path, tmp_path: Path):
+    root = make_folders_dataset(
+        sample_dir, tmp_path / "folders", {"happy": "Happy", "surprise": "surprised"}
+    )
+    out = tmp_path / "trainer.yml"
+    r = edged_train(root, "-o", out, "--classes", "surprise,happy")
+    assert r.returncode == 0, r.stderr
+    assert "folders layout" in r.stderr
+    assert load_model(out).class_names() == ["surprise", "happy"]
+
+
+def test_missing_dataset_folder_is_one_line_exit_65_and_model_untouched(tmp_path, existing_model):
+    out, before = existing_model
+    r = edged_train(tmp_path / "nowhere", "-o", out, "-q")
+    assert_refused(r, 65, "nowhere", "does not exist")
+    assert out.read_bytes() == before
+
+
+def test_list_naming_missing_files_is_refused_naming_them_and_model_untouched(
+    tmp_path, existing_model
+):
+    out, before = existing_model
+    happy = sample_images("happy", 3)
+    ghosts = [tmp_path / f"Ghost_{i:04d}.jpg" for i in range(7)]
+    root = small_lists(
+        tmp_path / "ds", {"happy": [*happy, *ghosts], "sad": sample_images("sad", 3)}
+    )
+    r = edged_train(root, "-o", out, "--classes", "happy,sad", "-q")
+    line = assert_refused(
+        r,
+        65,
+        "7 listed images do not exist",
+        "happy.txt: Ghost_0000.jpg",
+        "and 2 more",
+        "--skip-missing",
+    )
+    assert "Ghost_0006" not in line
+    assert out.read_bytes() == before
+    ok = edged_train(root, "-o", out, "--classes", "happy,sad", "--skip-missing")
+    assert ok.returncode == 0, ok.stderr
+    happy_row = next(x.split() for x in ok.stdout.splitlines() if x.startswith("happy"))
+    assert happy_row[1:3] == ["10", "7"]
+    assert "skipping 7 listed images" in ok.stderr
+
+
+def test_a_class_of_only_non_image_files_is_refused_and_model_untouched(tmp_path, existing_model):
+    out, before = existing_model
+    junk = []
+    for i in range(3):
+        p = tmp_path / f"Junk_{i:04d}.jpg"
+        p.write_text("this is not a picture")
+        junk.append(p)
+    root = small_lists(tmp_path / "ds", {"happy": sample_images("happy", 3), "sad": junk})
+    r = edged_train(root, "-o", out, "--classes", "happy,sad", "-q")
+    assert_refused(
+        r, 65, "class sad has no usable face", "3 unreadable (Junk_0000.jpg", "--classes"
+    )
+    assert out.read_bytes() == before
+
+
+def test_one_unreadable_image_is_counted_and_named_but_training_goes_on(tmp_path: Path):
+    bad = tmp_path / "Broken_0001.jpg"
+    bad.write_bytes(cv2.imencode(".jpg", np.zeros((50, 50, 3), np.uint8))[1].tobytes()[:40])
+    root = small_lists(
+        tmp_path / "ds",
+        {"happy": [*sample_images("happy", 4), bad], "sad": sample_images("sad", 4)},
+    )
+    out = tmp_path / "trainer.yml"
+    r = edged_train(root, "-o", out, "--classes", "happy,sad")
+    assert r.returncode == 0, r.stderr
+    assert "1 images could not be read as pictures" in r.stderr and "Broken_0001.jpg" in r.stderr
+    happy_row = next(x.split() for x in r.stdout.splitlines() if x.startswith("happy"))
+    assert happy_row[1:5] == ["5", "0", "4", "1"]
+    assert out.exists()
+
+
+def test_a_class_whose_images_show_no_face_is_refused_and_model_untouched(tmp_path, existing_model):
+    out, before = existing_model
+    blanks = [faceless(tmp_path / f"Wall_{i:04d}.jpg") for i in range(3)]
+    root = small_lists(tmp_path / "ds", {"happy": sample_images("happy", 3), "sad": blanks})
+    r = edged_train(root, "-o", out, "--classes", "happy,sad", "-q")
+    assert_refused(r, 65, "class sad has no usable face", "3 without a face")
+    assert out.read_bytes() == before
+
+
+def test_a_dataset_with_no_face_at_all_is_refused_and_model_untouched(tmp_path, existing_model):
+    out, before = existing_model
+    root = small_lists(
+        tmp_path / "ds",
+        {"happy": [faceless(tmp_path / "A_0001.jpg")], "sad": [faceless(tmp_path / "B_0001.jpg")]},
+    )
+    r = edged_train(root, "-o", out, "--classes", "happy,sad", "-q")
+    assert_refused(r, 65, "no face found in any of the 2 readable images")
+    assert out.read_bytes() == before
+
+
+def test_unknown_class_name_is_refused_and_model_untouched(sample_dir, existing_model):
+    out, before = existing_model
+    r = edged_train(sample_dir, "-o", out, "--classes", "happy,bored", "-q")
+    assert_refused(r, 65, "unknown class 'bored'", "happy")
+    assert out.read_bytes() == before
+
+
+def test_lbph_parameters_out_of_range_are_a_usage_error(sample_dir, existing_model):
+    out, before = existing_model
+    r = edged_train(sample_dir, "-o", out, "--neighbors", "40")
+    assert r.returncode == 2 and "--neighbors" in r.stderr and "outside 1..12" in r.stderr
+    assert out.read_bytes() == before
+
+
+def test_output_that_is_a_folder_is_refused_before_any_work(sample_dir: Path, tmp_path: Path):
+    r = edged_train(sample_dir, "-o", tmp_path, "-q")
+    assert r.returncode == 1 and "is a folder" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_eval_reports_held_out_accuracy_recall_confusion_and_writes_the_png(
+    sample_dir: Path, tmp_path: Path
+):
+    png = tmp_path / "cm" / "confusion.png"
+    r = edged_train(
+        sample_dir,
+        "-o",
+        tmp_path / "trainer.yml",
+        "--eval",
+        "--folds",
+        "3",
+        "--eval-png",
+        png,
+        "--classes",
+        "happy,neutral,surprise",
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "3-fold CV, people never on both sides" in out
+    assert "balanced accuracy" in out and "| accuracy |" in out
+    assert "recall: happy / neutral / surprise" in out
+    matrix = out[out.index("confusion matrix (rows") :].splitlines()[2:5]
+    counts = [[int(v) for v in line.split()[1:]] for line in matrix]
+    assert [line.split()[0] for line in matrix] == ["happy", "neutral", "surprise"]
+    assert [sum(row) for row in counts] == [16, 16, 16]  # every image judged exactly once
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_eval_with_more_folds_than_people_is_refused(tmp_path: Path):
+    root = small_lists(
+        tmp_path / "ds", {"happy": sample_images("happy", 2), "sad": sample_images("sad", 2)}
+    )
+    r = edged_train(
+        root, "-o", tmp_path / "t.yml", "--classes", "happy,sad", "--eval", "--folds", "5", "-q"
+    )
+    assert r.returncode == 65 and "needs at least 5 different people" in r.stderr
+
+
+def test_help_explains_layouts_outputs_exit_codes_with_an_example():
+    r = edged_train("--help")
+    assert r.returncode == 0
+    for words in (
+        "lists",
+        "legend.csv",
+        "folders",
+        "--skip-missing",
+        "exit status",
+        "65",
+        "example:",
+        "edged-train ~/facial_expressions",
+        "atomically",
+    ):
+        assert words in r.stdout, words
