@@ -161,7 +161,7 @@ class JsonLinesOutput:
                 "version": status.version,
                 "error": status.error,
                 "classes": list(status.classes),
-                "load_ms": status.load_ms,
+                "load_ms": None if status.load_ms is None else round(status.load_ms, 1),
             }
         )
 
@@ -430,7 +430,7 @@ class Service:
             "state": m.state if m else "no model",
             "version": m.version if m else None,
             "error": m.error if m else None,
-            "load_ms": m.load_ms if m else None,
+            "load_ms": round(m.load_ms, 1) if m and m.load_ms is not None else None,
         }
         self._last_stats = snap
         lat = snap["latency_ms"]
