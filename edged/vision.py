@@ -88,7 +88,11 @@ class DetectorConfig:
 
 
 class FaceDetector:
-    """Finds faces in grayscale frames with the frontal Haar cascade."""
+    """Finds faces in grayscale frames with the frontal Haar cascade.
+
+    Keeps a scratch buffer for the downscaled frame (no allocation per frame once the
+    frame size is stable), so use one instance per thread.
+    """
 
     def __init__(self, config: DetectorConfig | None = None, cascade: Path | None = None) -> None:
         self.config = config or DetectorConfig()
@@ -96,34 +100,72 @@ class FaceDetector:
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
             raise ModelError(f"cannot load Haar cascade {path}")
+        self._small: np.ndarray | None = None
 
-    def detect(self, gray: np.ndarray) -> list[Box]:
-        """Faces in ``gray``, largest first, in its own pixel coordinates."""
+    def scale_for(self, width: int) -> float:
+        """The downscale factor a frame this wide is scanned at (``max_width``)."""
+        mw = self.config.max_width
+        return mw / width if mw and width > mw else 1.0
+
+    def detect(
+        self,
+        gray: np.ndarray,
+        region: Box | None = None,
+        sizes: tuple[int, int] | None = None,
+    ) -> list[Box]:
+        """Faces in ``gray``, largest first, in its own pixel coordinates.
+
+        ``region`` limits the scan to that part of the frame and ``sizes`` (smallest,
+        largest face side in frame pixels) to those scales: a tracker looking for a face
+        near where it was costs a fraction of a full scan. The downscale factor and the
+        ``min_size`` floor stay those of the whole frame, so a face found in a region is
+        the face a full scan would find.
+        """
         cfg = self.config
         h, w = gray.shape[:2]
-        scale = 1.0
-        img = gray
-        if cfg.max_width and w > cfg.max_width:
-            scale = cfg.max_width / w
-            img = cv2.resize(gray, (cfg.max_width, round(h * scale)), interpolation=cv2.INTER_AREA)
+        scale = self.scale_for(w)
+        ox = oy = 0
+        src = gray
+        if region is not None:
+            ox, oy = max(0, region.x), max(0, region.y)
+            src = gray[oy : min(h, region.y + region.h), ox : min(w, region.x + region.w)]
+            if src.size == 0:
+                return []
+        img = src
+        if scale != 1.0:
+            sh, sw = src.shape[:2]
+            size = (max(1, round(sw * scale)), max(1, round(sh * scale)))
+            if region is None:
+                small = self._small
+                if small is None or small.shape[::-1] != size:
+                    small = self._small = np.empty(size[::-1], np.uint8)
+                img = cv2.resize(src, size, dst=small, interpolation=cv2.INTER_AREA)
+            else:
+                img = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
         pad = 0
         if cfg.pad > 0:
             pad = round(cfg.pad * max(img.shape[:2]))
             img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        side = min(h, w) * scale
-        min_px = max(1, int(side * cfg.min_size))
+        min_px = max(1, int(min(h, w) * scale * cfg.min_size))
+        max_px = 0
+        if sizes is not None:
+            min_px = max(min_px, int(sizes[0] * scale))
+            max_px = max(min_px + 1, round(sizes[1] * scale))
+            if max_px > min(img.shape[:2]):
+                max_px = 0
         found = self._cascade.detectMultiScale(
             img,
             scaleFactor=cfg.scale_factor,
             minNeighbors=cfg.min_neighbors,
             minSize=(min_px, min_px),
+            maxSize=(max_px, max_px),
         )
         boxes: list[Box] = []
         for x, y, bw, bh in found:
-            x0 = max(0, round((x - pad) / scale))
-            y0 = max(0, round((y - pad) / scale))
-            x1 = min(w, round((x - pad + bw) / scale))
-            y1 = min(h, round((y - pad + bh) / scale))
+            x0 = max(0, ox + round((x - pad) / scale))
+            y0 = max(0, oy + round((y - pad) / scale))
+            x1 = min(w, ox + round((x - pad + bw) / scale))
+            y1 = min(h, oy + round((y - pad + bh) / scale))
             if x1 > x0 and y1 > y0:
                 boxes.append(Box(x0, y0, x1 - x0, y1 - y0))
         boxes.sort(key=lambda b: b.area, reverse=True)
