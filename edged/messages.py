@@ -1,0 +1,277 @@
+"""What edged says over MQTT: topic names, payloads and Home Assistant discovery.
+
+Pure: values in, ``(topic, bytes)`` out. The publisher decides when and whether to send.
+Every payload is documented in docs/mqtt.md with an example; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from edged import __version__
+from edged.pipeline import FrameResult
+from edged.smoothing import NONE, State, Transition
+
+ONLINE = "online"
+OFFLINE = "offline"
+ON = "ON"
+OFF = "OFF"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Every topic of one device, under ``<prefix>/<device_id>``."""
+
+    base: str
+
+    @classmethod
+    def of(cls, prefix: str, device_id: str) -> Topics:
+        return cls(f"{prefix.strip('/')}/{device_id}")
+
+    @property
+    def availability(self) -> str:
+        return f"{self.base}/availability"
+
+    @property
+    def state(self) -> str:
+        return f"{self.base}/state"
+
+    @property
+    def event(self) -> str:
+        return f"{self.base}/event"
+
+    @property
+    def detections(self) -> str:
+        return f"{self.base}/detections"
+
+    @property
+    def camera(self) -> str:
+        return f"{self.base}/camera"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}/stats"
+
+    @property
+    def detect_set(self) -> str:
+        return f"{self.base}/detect/set"
+
+    @property
+    def detect_state(self) -> str:
+        return f"{self.base}/detect/state"
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.base}/snapshot"
+
+    def retained(self) -> list[str]:
+        """The topics edged leaves retained values on (cleared by ``ha-remove --all``)."""
+        return [self.availability, self.state, self.camera, self.stats, self.detect_state]
+
+
+def iso_time(wall: float) -> str:
+    """UTC ISO 8601 with milliseconds, the form Home Assistant's timestamp parsing takes."""
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
+
+
+def encode(obj: Mapping[str, object]) -> bytes:
+    """Compact JSON; non-finite floats (an LBPH distance can be inf) become null."""
+    return json.dumps(obj, separators=(",", ":"), default=_default).encode()
+
+
+def _default(o: object) -> object:
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()  # type: ignore[attr-defined]
+    raise TypeError(f"cannot encode {type(o).__name__}")
+
+
+def _num(x: float, digits: int) -> float | None:
+    return round(float(x), digits) if math.isfinite(x) else None
+
+
+def state_payload(
+    state: State, model_version: str | None, wall: float, since_wall: float, detect: bool = True
+) -> bytes:
+    """The retained ``state``: the smoothed expression and how sure (0..1)."""
+    return encode(
+        {
+            "expression": state.expression,
+            "confidence": _num(state.confidence, 3),
+            "distance": _num(state.distance, 2),
+            "faces": state.faces,
+            "since": iso_time(since_wall),
+            "timestamp": iso_time(wall),
+            "model_version": model_version,
+            "detect": ON if detect else OFF,
+        }
+    )
+
+
+def event_payload(t: Transition, wall: float) -> bytes:
+    """One ``event`` per transition; not retained, so nothing stale replays."""
+    return encode(
+        {"from": t.from_, "to": t.to, "confidence": _num(t.confidence, 3), "time": iso_time(wall)}
+    )
+
+
+def detections_payload(result: FrameResult, wall: float) -> bytes:
+    """Every face of one processed frame, largest first; ``box`` is [x, y, w, h] in pixels."""
+    return encode(
+        {
+            "timestamp": iso_time(wall),
+            "model_version": result.model_version,
+            "faces": [
+                {
+                    "expression": f.expression,
+                    "confidence": _num(f.confidence, 3),
+                    "distance": _num(f.distance, 2),
+                    "box": [f.box.x, f.box.y, f.box.w, f.box.h],
+                }
+                for f in result.faces
+            ],
+        }
+    )
+
+
+def stats_payload(stats: Mapping[str, object], wall: float) -> bytes:
+    """The service's counters plus the broker's; floats rounded for people to read."""
+    out: dict[str, object] = {}
+    for k, v in stats.items():
+        out[k] = round(v, 3) if isinstance(v, float) and math.isfinite(v) else v
+    out["timestamp"] = iso_time(wall)
+    return encode(out)
+
+
+# -- Home Assistant discovery --------------------------------------------------------
+
+# (component, object id): the entities edged announces. Fixed, so ha-remove can clear
+# them without knowing what the model's classes were.
+ENTITIES: tuple[tuple[str, str], ...] = (
+    ("sensor", "expression"),
+    ("sensor", "confidence"),
+    ("sensor", "faces"),
+    ("sensor", "fps"),
+    ("binary_sensor", "camera"),
+    ("switch", "detect"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """What discovery needs to know about this device."""
+
+    prefix: str  # "homeassistant"
+    device_id: str
+    name: str  # shown in Home Assistant
+    topics: Topics
+
+    @property
+    def node(self) -> str:
+        return f"edged_{self.device_id}"
+
+    def config_topic(self, component: str, object_id: str) -> str:
+        return f"{self.prefix.strip('/')}/{component}/{self.node}/{object_id}/config"
+
+    def config_topics(self) -> list[str]:
+        return [self.config_topic(c, o) for c, o in ENTITIES]
+
+
+def discovery_messages(d: Discovery, classes: Sequence[str]) -> list[tuple[str, bytes]]:
+    """Retained config messages: one device holding every edged entity."""
+    t = d.topics
+    device = {
+        "identifiers": [d.node],
+        "name": d.name,
+        "manufacturer": "edged",
+        "model": "Facial-expression camera (Haar + LBPH)",
+        "sw_version": __version__,
+    }
+    common: dict[str, object] = {
+        "availability_topic": t.availability,
+        "payload_available": ONLINE,
+        "payload_not_available": OFFLINE,
+        "device": device,
+        "origin": {"name": "edged", "sw_version": __version__},
+    }
+    options = _options(classes)
+    configs: dict[str, dict[str, object]] = {
+        "expression": {
+            "name": "Expression",
+            "device_class": "enum",
+            "options": options,
+            "state_topic": t.state,
+            "value_template": "{{ value_json.expression }}",
+            "json_attributes_topic": t.state,
+            "icon": "mdi:emoticon-outline",
+        },
+        "confidence": {
+            "name": "Expression confidence",
+            "state_topic": t.state,
+            "value_template": "{{ (value_json.confidence * 100) | round(1) }}",
+            "unit_of_measurement": "%",
+            "state_class": "measurement",
+            "icon": "mdi:percent",
+        },
+        "faces": {
+            "name": "Faces",
+            "state_topic": t.state,
+            "value_template": "{{ value_json.faces }}",
+            "state_class": "measurement",
+            "entity_category": "diagnostic",
+            "icon": "mdi:face-recognition",
+        },
+        "fps": {
+            "name": "Frame rate",
+            "state_topic": t.stats,
+            "value_template": "{{ value_json.fps }}",
+            "unit_of_measurement": "fps",
+            "state_class": "measurement",
+            "entity_category": "diagnostic",
+            "icon": "mdi:speedometer",
+        },
+        "camera": {
+            "name": "Camera",
+            "device_class": "connectivity",
+            "state_topic": t.camera,
+            "payload_on": ONLINE,
+            "payload_off": OFFLINE,
+            "entity_category": "diagnostic",
+        },
+        "detect": {
+            "name": "Expression detection",
+            "command_topic": t.detect_set,
+            "state_topic": t.detect_state,
+            "payload_on": ON,
+            "payload_off": OFF,
+            "icon": "mdi:eye",
+        },
+    }
+    out = []
+    for component, object_id in ENTITIES:
+        cfg = {**configs[object_id], "unique_id": f"{d.node}_{object_id}", **common}
+        out.append((d.config_topic(component, object_id), encode(cfg)))
+    return out
+
+
+def removal_messages(d: Discovery) -> list[tuple[str, bytes]]:
+    """Empty retained payloads: Home Assistant deletes the entities (and the device)."""
+    return [(topic, b"") for topic in d.config_topics()]
+
+
+def _options(classes: Iterable[str]) -> list[str]:
+    out = [c for c in dict.fromkeys(classes) if c != NONE]
+    return [*out, NONE]
+
+
+def parse_switch(payload: bytes) -> bool | None:
+    """``ON``/``OFF`` (any case, also true/false/1/0) -> bool; anything else -> None."""
+    text = payload.decode("utf-8", "replace").strip().lower()
+    if text in ("on", "true", "1"):
+        return True
+    if text in ("off", "false", "0"):
+        return False
+    return None
