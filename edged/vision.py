@@ -420,6 +420,11 @@ def load_model(path: Path | str, labels: Sequence[str] | None = None) -> Express
         if meta.trained_images <= 0:
             raise ModelError(f"model file {path} is truncated (its edged section is incomplete)")
         source: Literal["edged", "workshop", "labelled"] = "edged"
+    elif b"!!binary" in data:
+        # Only write_model stores base64 histograms, and it always adds the edged node:
+        # without it, this is one of our files cut short (in its labelsInfo), not a
+        # workshop file, and loading it would use the wrong preprocessing and names.
+        raise ModelError(f"model file {path} is truncated (its edged section is missing)")
     else:
         meta = ModelMeta(preprocess=RAW_CROP)
         source = "labelled" if inside else "workshop"
