@@ -6,27 +6,50 @@ that thread; the frame loop only reads `ModelStore.current`, one attribute per f
 which is replaced in a single assignment. A file that is missing, truncated or corrupt
 never replaces a working model: the old one stays, the reason goes to the log (once per
 distinct problem) and to `ModelStore.status`.
+
+A file written in place (not renamed into place) can be seen half written. Its load
+fails, and the next change loads the finished file. Where the finished file has the
+same signature as the half one (coarse timestamps, a preallocating writer), a failed
+signature is tried once more after it has been stable for a poll interval.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import threading
+import time
+import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from edged.vision import ExpressionModel
+from edged.errors import ModelError
+from edged.vision import ExpressionModel, load_model
 
 log = logging.getLogger(__name__)
 
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 State = Literal["loaded", "no model", "error"]
+Signature = tuple[int, int, int]  # st_mtime_ns, st_size, st_ino
 
 
 @dataclass(frozen=True)
 class ModelStatus:
-    """What the store has and why; ``error`` is the last problem even while ``loaded``."""
+    """What the store has and why; ``error`` is the current problem, even while ``loaded``.
+
+    ``state``: "loaded" (a model is in use), "no model" (no file yet), "error" (a file
+    that cannot be used, and no older model to fall back on).
+    """
 
     state: State
     version: str | None = None
@@ -34,16 +57,17 @@ class ModelStatus:
     loaded_at: float | None = None  # wall clock of the last successful load
     load_ms: float | None = None
     reloads: int = 0  # successful loads after the first
-    failures: int = 0  # loads that failed
+    failures: int = 0  # changes that did not give a usable model (bad file, deleted file)
     samples: int = 0
     classes: list[str] = field(default_factory=list)
 
 
 class ModelStore:
-    """Owns the current model. One thread writes `current`; any thread may read it.
+    """Owns the current model. Only the store (its thread, or `load_now`) replaces
+    `current`; any thread may read it.
 
-    ``on_change(status)`` runs on the store's thread after every load attempt that
-    changes the status (new model, new problem).
+    ``on_change(status)`` runs on the loading thread after every successful load and
+    every newly seen problem (the same events that are logged).
     """
 
     def __init__(
@@ -58,24 +82,201 @@ class ModelStore:
         self.poll_interval = poll_interval
         self._on_change = on_change
         self.current: ExpressionModel | None = None
+        self._status = ModelStatus("no model")
+        self._load_lock = threading.Lock()  # one check/load at a time (thread vs load_now)
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seen: Signature | str | None = None  # the last file looked at, or why not
+        self._checked = False  # whether any check ran (a file missing from the start)
+        self._failed: Signature | None = None  # that signature's load failed...
+        self._retried = False  # ...and was tried again once it was stable
+        self._logged_error: object = None
+        self._force = False
+        # A self-pipe wakes the thread: os.write is safe even inside a signal handler.
+        # It is closed when the store is garbage (never while another thread may write).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        weakref.finalize(self, _close_fds, self._wake_r, self._wake_w)
 
     @property
     def status(self) -> ModelStatus:
-        raise NotImplementedError
+        return self._status
 
     def load_now(self) -> ModelStatus:
-        """Load synchronously (start-up); never raises for a bad file, see the status."""
-        raise NotImplementedError
+        """Check and load synchronously (start-up); never raises for a bad file: see status."""
+        self._check(force=True)
+        return self._status
+
+    def poll_once(self) -> ModelStatus:
+        """One check of the file, as the thread makes every ``poll_interval`` (for tests, tools)."""
+        self._check(force=False)
+        return self._status
 
     def start(self) -> None:
         """Start the polling thread (call `load_now` first for a synchronous first load)."""
-        raise NotImplementedError
+        if self._thread is not None:
+            raise RuntimeError("ModelStore.start() called twice")
+        self._thread = threading.Thread(target=self._run, name="edged-model", daemon=True)
+        self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        raise NotImplementedError
+        """Stop the thread at once (even mid-wait) and join it."""
+        self._stop.set()
+        self._wake()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+            if t.is_alive():
+                log.warning("model loader did not stop within %.1f s", timeout)
 
     def request_reload(self) -> None:
         """Reload even if the file looks unchanged (SIGHUP). Safe from any thread or handler."""
-        raise NotImplementedError
+        self._force = True
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # pipe full (already woken) or closed
+            os.write(self._wake_w, b"x")
+
+    # -- the polling thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._check(force=False)
+            except Exception:  # a bug here must not end reloading for good
+                log.exception("unexpected error while checking the model file")
+            try:
+                ready, _, _ = select.select([self._wake_r], [], [], self.poll_interval)
+                if ready:
+                    os.read(self._wake_r, 4096)
+            except OSError:
+                return
+
+    def _stat(self) -> Signature | str | None:
+        """The file's signature, None if it does not exist, or why it cannot be read."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            return f"cannot read model file {self.path}: {e.strerror}"
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _check(self, force: bool) -> None:
+        with self._load_lock:
+            if self._force:
+                self._force, force = False, True
+            sig = self._stat()
+            if isinstance(sig, str):
+                if force or sig != self._seen:
+                    self._problem(sig)
+                self._seen, self._checked = sig, True
+                return
+            if sig is None:
+                if force or self._seen is not None or not self._checked:
+                    self._missing()
+                self._seen, self._checked = None, True
+                return
+            self._checked = True
+            if force or sig != self._seen:
+                self._seen = sig
+                self._load(sig)
+            elif sig == self._failed and not self._retried:
+                self._retried = True  # stable for a poll: maybe a slow writer finished
+                log.debug("retrying the model file %s now that it is stable", self.path)
+                self._load(sig, retry=True)
+
+    def _missing(self) -> None:
+        if self.current is None:
+            error = f"model file {self.path} does not exist"
+            self._status = replace(self._status, state="no model", error=error)
+            self._report(
+                error,
+                f"no model file at {self.path} yet: faces are detected but not classified "
+                "until it appears (train one with edged-train)",
+            )
+        else:
+            self._problem(
+                f"model file {self.path} was deleted; keeping model {self.current.version}"
+            )
+
+    def _load(self, sig: Signature, retry: bool = False) -> None:
+        """Load the file; on failure keep the current model. A failed retry of the same
+        file is the same problem, so it is not counted again."""
+        t0 = time.perf_counter()
+        try:
+            model = load_model(self.path, self.labels)
+        except ModelError as e:
+            self._failed, self._retried = sig, retry
+            keeping = f"; keeping model {self.current.version}" if self.current else ""
+            self._problem(f"{e}{keeping}", sig, count=not retry)
+            return
+        except Exception as e:  # OpenCV or the OS failing in a way load_model did not map
+            self._failed, self._retried = sig, True
+            self._problem(f"cannot load model file {self.path}: {e}", sig, count=not retry)
+            return
+        load_ms = (time.perf_counter() - t0) * 1000.0
+        old = self.current
+        self.current = model  # the swap: one assignment, read once per frame by the loop
+        self._failed, self._retried, self._logged_error = None, False, None
+        prev = self._status
+        self._status = ModelStatus(
+            state="loaded",
+            version=model.version,
+            error=None,
+            loaded_at=time.time(),
+            load_ms=load_ms,
+            reloads=prev.reloads + (old is not None),
+            failures=prev.failures,
+            samples=model.samples,
+            classes=model.class_names(),
+        )
+        names = ", ".join(model.class_names())
+        if old is None:
+            log.info(
+                "loaded model %s from %s: %d classes (%s), %d samples, %s, in %.0f ms",
+                model.version,
+                self.path,
+                len(model.class_names()),
+                names,
+                model.samples,
+                model.source,
+                load_ms,
+            )
+        else:
+            log.info(
+                "reloaded model %s from %s (was %s): %d classes (%s), %d samples, in %.0f ms",
+                model.version,
+                self.path,
+                old.version,
+                len(model.class_names()),
+                names,
+                model.samples,
+                load_ms,
+            )
+        self._notify()
+
+    def _problem(self, error: str, file: object = None, count: bool = True) -> None:
+        state: State = "loaded" if self.current is not None else "error"
+        prev = self._status
+        self._status = replace(prev, state=state, error=error, failures=prev.failures + count)
+        self._report((error, file), error)
+
+    def _report(self, key: object, message: str) -> None:
+        """Log and notify once per distinct problem (a new bad file is a new problem);
+        repeats only go to the debug log."""
+        if key == self._logged_error:
+            log.debug("model file still unusable: %s", message)
+            return
+        self._logged_error = key
+        log.warning("%s", message)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change(self._status)
+        except Exception:
+            log.exception("model change callback failed")
