@@ -162,6 +162,8 @@ class JsonLinesOutput:
                 "error": status.error,
                 "classes": list(status.classes),
                 "load_ms": None if status.load_ms is None else round(status.load_ms, 1),
+                "reloads": status.reloads,
+                "failures": status.failures,
             }
         )
 
@@ -325,6 +327,7 @@ class Service:
         self._signals = 0
         self.stop_reason = ""
         self.camera: tuple[bool, str] = (False, "starting")
+        self._camera_reported = False
         self.model: ModelStatus | None = None
         self.stats: Stats | None = None
         self._ticker: Ticker | None = None
@@ -390,6 +393,7 @@ class Service:
             changed = True
             if kind == "camera":
                 self.camera = value
+                self._camera_reported = True
                 self._each_output("on_camera", *value)
             else:
                 self.model = value
@@ -399,7 +403,12 @@ class Service:
     def summary(self) -> str:
         """The one-line STATUS= text for systemctl status."""
         online, reason = self.camera
-        cam = "camera online" if online else f"camera offline ({reason})"
+        if online:
+            cam = "camera online"
+        elif self._camera_reported:
+            cam = f"camera offline ({reason})"
+        else:
+            cam = "camera starting"
         m = self.model
         if m is None or m.state == "no model":
             mod = "no model"

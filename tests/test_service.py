@@ -1,0 +1,600 @@
+"""The daemon: ``edged run`` as a real subprocess on real video files, plus its loop parts.
+
+Every subprocess test reads the daemon's JSON lines on stdout (``--stdout``) as they
+come, through a reader thread, with generous liveness deadlines (never speed checks).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import pytest
+from conftest import CLASSES, Segment, sample_images, train_sample_model
+
+from edged.pipeline import Pipeline
+from edged.service import Controls, JsonLinesOutput, Ring, Service, Waker
+from edged.settings import DetectorSettings, load_settings
+from edged.vision import DetectorConfig, FaceDetector, load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+LIVENESS = 20.0  # seconds: a generous deadline, not a speed assertion
+
+
+class Daemon:
+    """``python -m edged run ...`` with its stdout JSON lines collected as they arrive."""
+
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("EDGED_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")
+        }
+        full_env.update(env or {})
+        self.stderr_path = tmp_path / f"stderr-{time.monotonic_ns()}.log"
+        self._stderr = self.stderr_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edged", "run", "--stdout", "--no-mqtt", *args],
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            cwd=tmp_path,
+            env=full_env,
+        )
+        self.records: list[dict[str, Any]] = []
+        self._q: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._q.put(json.loads(line))
+        self._q.put(None)
+
+    def expect(self, pred: Callable[[dict[str, Any]], bool], timeout: float = LIVENESS) -> dict:
+        """The next record matching ``pred`` (earlier ones are kept in ``records``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching record within {timeout} s\n{self.stderr()}")
+            try:
+                rec = self._q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if rec is None:
+                raise AssertionError(f"daemon ended (exit {self.proc.wait()})\n{self.stderr()}")
+            self.records.append(rec)
+            if pred(rec):
+                return rec
+
+    def rest(self) -> list[dict[str, Any]]:
+        """Every record until the daemon's stdout closes."""
+        out = []
+        while (rec := self._q.get(timeout=LIVENESS)) is not None:
+            self.records.append(rec)
+            out.append(rec)
+        return out
+
+    def stderr(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self._stderr.close()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    made: list[Daemon] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Daemon:
+        d = Daemon(tmp_path, *args, env=env)
+        made.append(d)
+        return d
+
+    yield start
+    for d in made:
+        d.close()
+
+
+def frame(kind: str = "frame") -> Callable[[dict[str, Any]], bool]:
+    return lambda r: r["type"] == kind
+
+
+def top(rec: dict[str, Any]) -> str | None:
+    return rec["faces"][0]["expression"] if rec["faces"] else "(no face)"
+
+
+def collapse(values: list[Any]) -> list[Any]:
+    return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+
+
+def pipeline() -> Pipeline:
+    d = DetectorSettings()
+    return Pipeline(
+        FaceDetector(DetectorConfig(d.scale_factor, d.min_neighbors, d.min_size, d.max_width))
+    )
+
+
+def decoded_segment_frames(clip: Path, segments: list[Segment], fps: float) -> list:
+    """One decoded frame from the middle of each segment: what the camera code will see."""
+    cap = cv2.VideoCapture(str(clip))
+    frames = []
+    ok, img = cap.read()
+    while ok:
+        frames.append(img)
+        ok, img = cap.read()
+    cap.release()
+    out, start = [], 0
+    for seg in segments:
+        n = max(1, round(seg.seconds * fps))
+        out.append(frames[start + n // 2])
+        start += n
+    return out
+
+
+def replace_atomically(target: Path, data: bytes) -> None:
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+
+
+# -- the product: a clip of known faces through `edged run` -----------------------------
+
+
+@pytest.mark.slow
+def test_a_face_clip_gives_the_expected_expressions_at_the_configured_rate(
+    daemon, face_video, sample_model, tmp_path
+):
+    segments = [
+        Segment(sample_images("happy")[0], 2.0),
+        Segment(None, 1.5),
+        Segment(sample_images("surprise")[0], 2.0),
+    ]
+    clip, _ = face_video(segments)
+    model = load_model(sample_model)
+    p = pipeline()
+    expected = [top_of(p.process(f, model)) for f in decoded_segment_frames(clip, segments, 10)]
+    assert expected[1] == "(no face)" and expected[0] != expected[2]  # a clip worth testing
+
+    d = daemon("--source", str(clip), "--model", str(sample_model), "--fps", "5")
+    records = d.rest()  # a file that ends stops the daemon by itself
+    assert d.proc.wait(timeout=LIVENESS) == 0, d.stderr()
+    frames = [r for r in records if r["type"] == "frame"]
+    assert collapse([top(r) for r in frames]) == expected
+    assert {r["model_version"] for r in frames} == {model.version}
+    # 5.5 s of clip at 5 fps: never more than the rate allows, and most slots served.
+    assert 0.5 * 27 <= len(frames) <= 27 + 2
+    stats = [r for r in records if r["type"] == "stats"][-1]
+    assert stats["target_fps"] == 5.0
+    assert stats["frames"] == len(frames)
+    assert {"p50", "p95"} <= stats["latency_ms"].keys()
+    for key in ("fps", "skipped_ticks", "cpu_percent", "rss_mb", "uptime_s", "camera", "model"):
+        assert key in stats
+    assert stats["model"]["version"] == model.version
+    kinds = [r["type"] for r in records]
+    assert kinds.index("model") < kinds.index("frame")  # the model is announced first
+    assert "end of" in d.stderr()
+
+
+def top_of(result) -> str | None:
+    return result.faces[0].expression if result.faces else "(no face)"
+
+
+# -- model reloads ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory) -> tuple[bytes, bytes]:
+    """Two different valid model files (as bytes) trained on the sample."""
+    base = tmp_path_factory.mktemp("models")
+    train_sample_model(base / "a.yml", CLASSES, per_class=6)
+    train_sample_model(base / "b.yml", CLASSES, per_class=10)
+    return (base / "a.yml").read_bytes(), (base / "b.yml").read_bytes()
+
+
+RELOAD_ENV = {"EDGED_MODEL__POLL_INTERVAL": "0.1"}
+
+
+def version_of(data: bytes, tmp_path: Path) -> str:
+    p = tmp_path / "probe.yml"
+    p.write_bytes(data)
+    return load_model(p).version
+
+
+@pytest.mark.slow
+def test_a_model_replaced_atomically_mid_run_is_used_from_the_next_frames(
+    daemon, face_video, two_models, tmp_path
+):
+    a, b = two_models
+    va, vb = version_of(a, tmp_path), version_of(b, tmp_path)
+    model = tmp_path / "trainer.yml"
+    model.write_bytes(a)
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    d = daemon(
+        "--source", str(clip), "--loop", "--model", str(model), "--fps", "10", env=RELOAD_ENV
+    )
+    d.expect(lambda r: r["type"] == "frame" and r["model_version"] == va)
+    replace_atomically(model, b)
+    rec = d.expect(lambda r: r["type"] == "model" and r["version"] == vb)
+    assert rec["state"] == "loaded" and rec["reloads"] == 1
+    d.expect(lambda r: r["type"] == "frame" and r["model_version"] == vb)
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=LIVENESS) == 0
+
+
+@pytest.mark.slow
+def test_garbage_half_a_file_or_deletion_keeps_the_old_model_and_says_why(
+    daemon, face_video, two_models, tmp_path
+):
+    a, _ = two_models
+    va = version_of(a, tmp_path)
+    model = tmp_path / "trainer.yml"
+    model.write_bytes(a)
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    d = daemon(
+        "--source", str(clip), "--loop", "--model", str(model), "--fps", "10", env=RELOAD_ENV
+    )
+    d.expect(lambda r: r["type"] == "frame" and r["model_version"] == va)
+
+    def bad(r: dict) -> bool:
+        return r["type"] == "model" and r["error"] is not None and r["failures"] > failures
+
+    failures = 0
+    for damage in (b"this is not a model\n" * 10, a[: len(a) // 2], None):
+        if damage is None:
+            model.unlink()
+        else:
+            replace_atomically(model, damage)
+        rec = d.expect(bad)
+        failures = rec["failures"]
+        assert rec["version"] == va, "the old model must be kept"
+        assert str(model) in rec["error"]
+        assert f"keeping model {va}" in rec["error"]
+        # Frames keep being classified by the old model.
+        nxt = d.expect(frame())
+        assert nxt["model_version"] == va and nxt["faces"][0]["expression"] is not None
+    assert "deleted" in rec["error"]
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=LIVENESS) == 0
+
+
+@pytest.mark.slow
+def test_starting_without_a_model_runs_and_classifies_once_one_appears(
+    daemon, face_video, two_models, tmp_path
+):
+    a, _ = two_models
+    model = tmp_path / "trainer.yml"
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    d = daemon(
+        "--source", str(clip), "--loop", "--model", str(model), "--fps", "10", env=RELOAD_ENV
+    )
+    rec = d.expect(frame("model"))
+    assert rec["state"] == "no model" and rec["version"] is None
+    f = d.expect(lambda r: r["type"] == "frame" and r["faces"])
+    assert f["faces"][0]["expression"] is None and f["model_version"] is None  # detected only
+    replace_atomically(model, a)
+    f = d.expect(lambda r: r["type"] == "frame" and r["model_version"] is not None)
+    assert f["faces"][0]["expression"] in CLASSES
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=LIVENESS) == 0
+
+
+@pytest.mark.slow
+def test_sighup_reloads_the_model_file(daemon, face_video, sample_model):
+    clip, _ = face_video([Segment(None, 1.0)])
+    d = daemon("--source", str(clip), "--loop", "--model", str(sample_model), "--fps", "10")
+    d.expect(frame())
+    d.proc.send_signal(signal.SIGHUP)
+    rec = d.expect(lambda r: r["type"] == "model" and r["reloads"] == 1)
+    assert rec["state"] == "loaded"
+    d.expect(frame())  # still running
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=LIVENESS) == 0
+
+
+# -- the camera: retried, never fatal ---------------------------------------------------
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A real HTTP server serving a folder: a network camera stream that can break."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder))
+    )
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield folder, f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+    t.join(5)
+
+
+CAMERA_RETRY = {"EDGED_CAMERA__RETRY_INITIAL": "0.1", "EDGED_CAMERA__RETRY_MAX": "0.3"}
+
+
+@pytest.mark.slow
+def test_a_missing_source_is_retried_and_frames_flow_once_it_appears(
+    daemon, face_video, sample_model, tmp_path
+):
+    target = tmp_path / "later.avi"
+    d = daemon(
+        "--source", str(target), "--loop", "--model", str(sample_model), env=CAMERA_RETRY
+    )  # fmt: skip
+    rec = d.expect(frame("camera"))
+    assert rec["online"] is False and str(target) in rec["reason"]
+    time.sleep(1.0)  # several retries: the daemon must still be there
+    assert d.proc.poll() is None
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    os.replace(clip, target)
+    assert d.expect(frame("camera"))["online"] is True
+    assert d.expect(lambda r: r["type"] == "frame" and r["faces"])["faces"][0]["expression"]
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=LIVENESS) == 0
+
+
+@pytest.mark.slow
+def test_a_stream_that_stops_delivering_is_retried_and_recovers(
+    daemon, face_video, sample_model, http_dir
+):
+    folder, base = http_dir
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    shutil.copy(clip, folder / "cam.avi")
+    d = daemon("--source", f"{base}/cam.avi", "--model", str(sample_model), env=CAMERA_RETRY)
+    assert d.expect(frame("camera"))["online"] is True
+    d.expect(lambda r: r["type"] == "frame" and r["faces"])
+    (folder / "cam.avi").unlink()  # the stream ends and cannot be reopened: the camera is gone
+    # Offline once the stream ends ("stopped delivering"), then "cannot open" on retries.
+    d.expect(lambda r: r["type"] == "camera" and "cannot open" in r["reason"])
+    time.sleep(0.5)
+    assert d.proc.poll() is None, "the daemon must survive a lost camera"
+    shutil.copy(clip, folder / "cam.avi")  # back again
+    assert d.expect(frame("camera"))["online"] is True
+    d.expect(lambda r: r["type"] == "frame" and r["faces"])
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=LIVENESS) == 0
+
+
+# -- systemd and shutdown ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_notify_socket_gets_ready_status_watchdog_pings_and_stopping(
+    daemon, face_video, sample_model, tmp_path
+):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(LIVENESS)
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}  # ping every 0.2 s
+    d = daemon(
+        "--source", str(clip), "--loop", "--model", str(sample_model), "--fps", "2",
+        "--duration", "2.5", env=env,
+    )  # fmt: skip
+    messages: list[str] = []
+    try:
+        while not any(m.startswith("STOPPING=1") for m in messages):
+            messages.append(sock.recv(4096).decode())
+    finally:
+        sock.close()
+    assert d.proc.wait(timeout=LIVENESS) == 0
+    ready = [m for m in messages if m.startswith("READY=1")]
+    assert len(ready) == 1
+    assert "STATUS=camera " in ready[0] and "model " in ready[0]
+    statuses = [m for m in messages if "STATUS=camera online" in m]
+    assert statuses, messages  # the one-line summary follows the camera's state
+    pings = messages.count("WATCHDOG=1")
+    # 2.5 s at one ping per 0.2 s is ~12; at 2 fps the loop wakes for pings between frames.
+    assert pings >= 5, messages
+    assert messages.index(ready[0]) < len(messages) - 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_sigint_stops_cleanly_with_exit_0_within_2_seconds(
+    daemon, face_video, sample_model, sig
+):
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    d = daemon("--source", str(clip), "--loop", "--model", str(sample_model), "--fps", "10")
+    d.expect(frame())
+    t0 = time.monotonic()
+    d.proc.send_signal(sig)
+    rest = d.rest()
+    assert d.proc.wait(timeout=2.0) == 0
+    assert time.monotonic() - t0 < 2.0
+    assert rest and rest[-1]["type"] == "stats"  # final stats, flushed before exit
+    assert f"stopped ({signal.Signals(sig).name})" in d.stderr()
+
+
+def test_bad_configuration_exits_78_naming_the_field_value_and_reason(daemon, tmp_path):
+    cfg = tmp_path / "edged.toml"
+    cfg.write_text("[loop]\nfps = 0\n[camera]\nbogus = 1\n")
+    d = daemon("--config", str(cfg))
+    assert d.proc.wait(timeout=LIVENESS) == 78
+    err = d.stderr()
+    assert "loop.fps = 0: Input should be greater than 0" in err
+    assert "camera.bogus: unknown setting" in err
+    d = daemon("--source", "x.avi", env={"EDGED_CAMERA__WIDTH": "wide"})
+    assert d.proc.wait(timeout=LIVENESS) == 78
+    assert "camera.width = 'wide'" in d.stderr()
+
+
+def test_a_bad_flag_value_is_a_usage_error(daemon):
+    d = daemon("--fps", "-2")
+    assert d.proc.wait(timeout=LIVENESS) == 2
+    assert "must be more than 0" in d.stderr()
+
+
+# -- the loop in-process: outputs, privacy switch ---------------------------------------
+
+
+class Recorder:
+    """An Output that records what it is given (and can act on the controls)."""
+
+    def __init__(self, on_frame: Callable[[Recorder, Any], None] | None = None) -> None:
+        self.frames: list[Any] = []
+        self.cameras: list[tuple[bool, str]] = []
+        self.models: list[Any] = []
+        self.stats: list[dict] = []
+        self.started = self.stopped = False
+        self._hook = on_frame
+
+    def start(self) -> None:
+        self.started = True
+
+    def on_frame(self, result, now) -> None:
+        self.frames.append(result)
+        if self._hook:
+            self._hook(self, result)
+
+    def on_camera(self, online, reason) -> None:
+        self.cameras.append((online, reason))
+
+    def on_model(self, status) -> None:
+        self.models.append(status)
+
+    def on_stats(self, stats) -> None:
+        self.stats.append(stats)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class Broken(Recorder):
+    def on_frame(self, result, now) -> None:
+        raise RuntimeError("output bug")
+
+
+@pytest.mark.slow
+def test_clearing_the_detect_switch_stops_face_processing_and_a_broken_output_harms_nobody(
+    face_video, sample_model, clean_env
+):
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    settings = load_settings(
+        None,
+        {
+            "camera": {"source": str(clip), "loop": True},
+            "model": {"path": str(sample_model)},
+            "loop": {"fps": 20, "duration": 1.5},
+            "mqtt": {"enabled": False},
+        },
+    )
+    controls = Controls()
+
+    def pause_after_five(rec: Recorder, result) -> None:
+        if sum(r is not None for r in rec.frames) >= 5:
+            controls.detect.clear()
+
+    rec = Recorder(pause_after_five)
+    broken = Broken()
+    svc = Service(settings, [broken, rec], controls)
+    assert svc.run() == 0
+    assert rec.started and rec.stopped and broken.stopped
+    seen = [r is not None for r in rec.frames]
+    assert sum(seen) == 5, "no results once the switch is off"
+    after = len(seen) - 1 - seen[::-1].index(True)
+    assert len(rec.frames) - after >= 5  # the loop kept ticking: None for every later tick
+    assert rec.models[0].state == "loaded"
+    assert rec.cameras[0][0] is True
+    assert rec.stats[-1]["output_errors"] == len(rec.frames)
+    assert "detection paused" in svc.summary()
+
+
+# -- small parts ------------------------------------------------------------------------
+
+
+def test_the_latency_ring_keeps_only_the_last_samples():
+    r = Ring(4)
+    assert r.percentiles(50) == [None]
+    for v in (100, 100, 100, 100, 1, 2, 3, 4):
+        r.add(v)
+    assert r.percentiles(0, 100) == [1.0, 4.0]  # the old 100s were overwritten
+    assert r.count == 8
+
+
+def test_the_waker_returns_at_once_when_set_and_sleeps_otherwise():
+    w = Waker()
+    try:
+        assert w.wait(0.01) is False
+        threading.Timer(0.05, w.set).start()
+        t0 = time.monotonic()
+        assert w.wait(LIVENESS) is True
+        assert time.monotonic() - t0 < LIVENESS / 2
+    finally:
+        w.close()
+
+
+def test_json_lines_output_writes_one_parseable_record_per_event():
+    from edged.model_store import ModelStatus
+    from edged.pipeline import FaceResult, FrameResult
+    from edged.vision import Box
+
+    buf = io.StringIO()
+    out = JsonLinesOutput(buf)
+    out.on_frame(None, 1.0)  # no frame this tick: nothing written
+    out.on_frame(
+        FrameResult([FaceResult(Box(1, 2, 3, 4), "happy", 0.87654, 12.345)], "v1", 1.5, 0.5, 9.0),
+        10.0,
+    )
+    out.on_camera(False, "gone")
+    out.on_model(ModelStatus("loaded", version="v1", load_ms=12.3456))
+    out.on_stats({"fps": 5.0})
+    lines = [json.loads(x) for x in buf.getvalue().splitlines()]
+    assert lines[0] == {
+        "type": "frame",
+        "time": 9.0,
+        "model_version": "v1",
+        "faces": [
+            {"expression": "happy", "confidence": 0.8765, "distance": 12.35, "box": [1, 2, 3, 4]}
+        ],
+        "detect_ms": 1.5,
+        "classify_ms": 0.5,
+    }
+    assert lines[1] == {"type": "camera", "online": False, "reason": "gone"}
+    assert lines[2]["type"] == "model" and lines[2]["load_ms"] == 12.3
+    assert lines[3] == {"type": "stats", "fps": 5.0}
+
+
+def test_a_closed_stdout_turns_the_json_output_off_instead_of_killing_the_daemon(tmp_path):
+    r, w = os.pipe()
+    os.close(r)
+    stream = os.fdopen(w, "w")
+    out = JsonLinesOutput(stream)
+    old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python sets it at start-up
+    try:
+        out.on_camera(True, "x")  # BrokenPipeError inside: swallowed, output off
+        out.on_camera(True, "y")
+        out.stop()
+    finally:
+        signal.signal(signal.SIGPIPE, old)
+        stream.close()
