@@ -37,3 +37,9 @@ check: lint test
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
+
+# `sudo make install` / `sudo make uninstall`: edged as a systemd service (docs/deploy.md).
+# Both idempotent. Variables given on the command line reach the script: DESTDIR, PREFIX,
+# BINDIR, UNITDIR, PACKAGE, EXTRAS, PIP_INSTALL_ARGS, SYSTEMCTL, SYSTEM_DEPS.
+install uninstall:
+	@deploy/install.sh $@

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Install or remove edged as a systemd service. Called by `sudo make install` /
+# `sudo make uninstall`; both are idempotent. See docs/deploy.md.
+#
+#   install    virtualenv in $PREFIX (with the system's site-packages, so Raspberry Pi OS's
+#              python3-picamera2 is importable), console scripts in $BINDIR, the unit in
+#              $UNITDIR, /etc/edged/edged.toml only if there is none, systemctl daemon-reload
+#              (and try-restart, so an update takes effect if the service runs).
+#   uninstall  stops and disables the service, removes all of the above except the
+#              configuration (/etc/edged) and the model (/var/lib/edged).
+#
+# Variables (make passes them through): DESTDIR (staging root: nothing outside it is
+# touched, paths written into files stay final), PREFIX=/opt/edged, BINDIR=/usr/local/bin,
+# UNITDIR=/usr/local/lib/systemd/system (a `systemctl edit --full` copy in /etc wins
+# over it, so admins' edits survive updates), PYTHON=python3, PACKAGE (what pip installs; default: this
+# source tree), EXTRAS=systemd, PIP_INSTALL_ARGS (extra pip arguments), SYSTEMCTL
+# (default: systemctl when systemd runs, else skipped), SYSTEM_DEPS (default:
+# tools/system-deps; "true" skips it).
+set -euo pipefail
+
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DESTDIR=${DESTDIR:-}
+DESTDIR=${DESTDIR%/}
+PREFIX=${PREFIX:-/opt/edged}
+PREFIX=${PREFIX%/}
+BINDIR=${BINDIR:-/usr/local/bin}
+UNITDIR=${UNITDIR:-/usr/local/lib/systemd/system}
+PYTHON=${PYTHON:-python3}
+PACKAGE=${PACKAGE:-$SRC}
+EXTRAS=${EXTRAS-systemd}
+PIP_INSTALL_ARGS=${PIP_INSTALL_ARGS:-}
+SYSTEM_DEPS=${SYSTEM_DEPS:-$SRC/tools/system-deps}
+CONFDIR=/etc/edged
+MODEL=/var/lib/edged/trainer.yml
+UNIT=edged.service
+SCRIPTS=(edged edged-train)
+MARKER=.installed-by-edged # in $PREFIX: uninstall removes only a tree that has it
+
+say() { printf 'edged: %s\n' "$*" >&2; }
+die() {
+	say "error: $*"
+	exit 1
+}
+
+if [ -z "${SYSTEMCTL:-}" ]; then
+	if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+		SYSTEMCTL=systemctl
+	else
+		SYSTEMCTL=:
+	fi
+fi
+
+systemctl_() {
+	if [ "$SYSTEMCTL" = : ]; then
+		say "systemd is not running here: skipped systemctl $*"
+	else
+		"$SYSTEMCTL" "$@"
+	fi
+}
+
+check() {
+	case "$PREFIX" in
+	/*/*) ;;
+	*) die "PREFIX=$PREFIX: give an absolute path at least two levels deep (like /opt/edged)" ;;
+	esac
+	if [ -z "$DESTDIR" ] && [ "$(id -u)" != 0 ]; then
+		die "run as root: sudo make $1 (or set DESTDIR to stage the files somewhere else)"
+	fi
+}
+
+venv_python() {
+	# Reuse the virtualenv when it still runs (an update); recreate it when the system's
+	# Python changed under it (a distribution upgrade) or it lacks the system packages.
+	local venv=$DESTDIR$PREFIX py=$DESTDIR$PREFIX/bin/python
+	if [ -x "$py" ] && "$py" -c '' 2>/dev/null &&
+		grep -qs '^include-system-site-packages *= *true' "$venv/pyvenv.cfg"; then
+		return
+	fi
+	if [ -e "$venv" ] && [ ! -e "$venv/$MARKER" ] && [ -n "$(ls -A "$venv")" ]; then
+		die "$venv exists and was not made by edged's installer: move it away or choose PREFIX"
+	fi
+	say "creating the virtualenv $venv (with system site-packages, for picamera2)"
+	rm -rf "$venv"
+	"$PYTHON" -m venv --system-site-packages "$venv" ||
+		die "cannot create a virtualenv with $PYTHON (on Debian: apt install python3-venv)"
+	touch "$venv/$MARKER"
+}
+
+pip_install() {
+	local py=$DESTDIR$PREFIX/bin/python spec=$PACKAGE constraints=() tmp
+	[ -n "$EXTRAS" ] && spec="$PACKAGE[$EXTRAS]"
+	# picamera2 (apt) uses the system's numpy through compiled modules: a newer numpy
+	# from PyPI in the virtualenv would shadow it and break them, so keep the system's.
+	if "$PYTHON" -c 'import importlib.util as u, sys; sys.exit(not u.find_spec("picamera2"))' \
+		2>/dev/null; then
+		local numpy
+		if numpy=$("$PYTHON" -c 'import numpy; print(numpy.__version__)' 2>/dev/null); then
+			tmp=$(mktemp)
+			echo "numpy==$numpy" >"$tmp"
+			constraints=(-c "$tmp")
+			say "picamera2 found: keeping the system's numpy $numpy (pip picks an OpenCV that fits)"
+		fi
+	fi
+	say "installing $spec into $DESTDIR$PREFIX"
+	# shellcheck disable=SC2086  # PIP_INSTALL_ARGS is a list of words on purpose
+	if ! "$py" -m pip install --disable-pip-version-check ${constraints[@]+"${constraints[@]}"} \
+		$PIP_INSTALL_ARGS "$spec"; then
+		[ -n "$EXTRAS" ] || die "pip install failed (see above)"
+		# systemd-python needs a compiler and libsystemd-dev; edged works without it.
+		say "warning: installing with [$EXTRAS] failed; retrying without (sd_notify falls back to its own socket code)"
+		# shellcheck disable=SC2086
+		"$py" -m pip install --disable-pip-version-check ${constraints[@]+"${constraints[@]}"} \
+			$PIP_INSTALL_ARGS "$PACKAGE" || die "pip install failed (see above)"
+	fi
+	rm -f "${tmp:-}"
+	if [ -n "$DESTDIR" ]; then
+		# Scripts must name the final interpreter, not the staging one.
+		local f
+		{ grep -rlIF -- "$DESTDIR$PREFIX" "$DESTDIR$PREFIX/bin" "$DESTDIR$PREFIX/pyvenv.cfg" || :; } |
+			while IFS= read -r f; do
+				sed -i "s#$DESTDIR$PREFIX#$PREFIX#g" "$f"
+			done
+	fi
+}
+
+install_config() {
+	local dir=$DESTDIR$CONFDIR example=$SRC/config/edged.toml tmp
+	install -d -m 0755 "$dir"
+	tmp=$(mktemp)
+	if [ ! -f "$example" ]; then
+		# An older source tree: ask the installed program, else use a minimal file.
+		if "$DESTDIR$PREFIX/bin/python" -m edged config example >"$tmp" 2>/dev/null; then
+			example=$tmp
+		else
+			example=
+		fi
+	fi
+	if [ -n "$example" ]; then
+		install -m 0644 "$example" "$dir/edged.toml.example"
+	fi
+	if [ -e "$dir/edged.toml" ]; then
+		say "keeping your $CONFDIR/edged.toml (new options: $CONFDIR/edged.toml.example)"
+	else
+		"$PYTHON" "$SRC/deploy/render_config.py" --model-path "$MODEL" ${example:+"$example"} \
+			>"$tmp.toml" || die "cannot write the example configuration"
+		install -m 0644 "$tmp.toml" "$dir/edged.toml"
+		say "wrote $CONFDIR/edged.toml (model: $MODEL); set mqtt.host there"
+	fi
+	rm -f "$tmp" "$tmp.toml"
+}
+
+do_install() {
+	check install
+	[ "$SYSTEM_DEPS" = true ] || "$SYSTEM_DEPS"
+	venv_python
+	pip_install
+	install -d -m 0755 "$DESTDIR$BINDIR" "$DESTDIR$UNITDIR" "$DESTDIR$PREFIX/share/doc/edged"
+	local s
+	for s in "${SCRIPTS[@]}"; do
+		[ -x "$DESTDIR$PREFIX/bin/$s" ] || die "pip did not install the $s script"
+		ln -sfn "$PREFIX/bin/$s" "$DESTDIR$BINDIR/$s"
+	done
+	sed -e "s#/opt/edged#$PREFIX#g" "$SRC/deploy/$UNIT" >"$DESTDIR$UNITDIR/$UNIT.tmp"
+	chmod 0644 "$DESTDIR$UNITDIR/$UNIT.tmp"
+	mv -f "$DESTDIR$UNITDIR/$UNIT.tmp" "$DESTDIR$UNITDIR/$UNIT"
+	if [ -f "$SRC/docs/deploy.md" ]; then
+		install -m 0644 "$SRC/docs/deploy.md" "$DESTDIR$PREFIX/share/doc/edged/"
+	fi
+	install_config
+	systemctl_ daemon-reload
+	# An update: restart only if it was running (a stopped service stays stopped).
+	systemctl_ try-restart "$UNIT"
+	say "installed. Next: edit $CONFDIR/edged.toml, then: sudo systemctl enable --now edged"
+}
+
+do_uninstall() {
+	check uninstall
+	if [ -e "$DESTDIR$UNITDIR/$UNIT" ]; then
+		systemctl_ disable --now "$UNIT" || say "warning: could not stop $UNIT (continuing)"
+	fi
+	rm -f "$DESTDIR$UNITDIR/$UNIT"
+	local s
+	for s in "${SCRIPTS[@]}"; do
+		# Only our links: a file someone else put there stays.
+		if [ "$(readlink "$DESTDIR$BINDIR/$s" 2>/dev/null)" = "$PREFIX/bin/$s" ]; then
+			rm -f "$DESTDIR$BINDIR/$s"
+		fi
+	done
+	if [ -e "$DESTDIR$PREFIX/$MARKER" ]; then
+		rm -rf "$DESTDIR$PREFIX"
+	elif [ -e "$DESTDIR$PREFIX" ]; then
+		say "warning: $DESTDIR$PREFIX was not made by this installer: left alone"
+	fi
+	rm -f "$DESTDIR$CONFDIR/edged.toml.example"
+	systemctl_ daemon-reload
+	say "removed. Kept: $CONFDIR (configuration) and /var/lib/edged (the model)"
+}
+
+case "${1:-}" in
+install) do_install ;;
+uninstall) do_uninstall ;;
+*)
+	echo "usage: $0 install|uninstall   (normally: sudo make install / sudo make uninstall)" >&2
+	exit 2
+	;;
+esac
