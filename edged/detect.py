@@ -47,8 +47,9 @@ EPILOG = f"""\
 
 inputs: image files and folders (searched recursively for .jpg, .png, .bmp, .webp, .tif,
   ...). With one input, -o is the annotated file to write (or a folder to write it
-  into); with several, -o is a folder and each picture keeps its name (and its path
-  below a folder given as input). Without -o nothing is written.
+  into: an existing one, or a name without an extension); with several, -o is a
+  folder and each picture keeps its name (and its path below a folder given as
+  input). Without -o nothing is written.
 output: a line per image on stdout, or with --json one JSON object per image:
   {{"image": "...", "width": W, "height": H, "faces": [{{"expression": "happy",
   "confidence": 0.71, "distance": 48.2, "box": [x, y, w, h]}}], "output": "...",
@@ -166,7 +167,8 @@ def plan(inputs: list[Path], output: Path | None) -> list[Job]:
     if output is None:
         return [Job(src, None) for src, _ in pairs]
     single = len(inputs) == 1 and not inputs[0].is_dir()
-    if single and not output.is_dir():
+    # A name without an extension cannot be an image file: take it as a folder to create.
+    if single and not output.is_dir() and output.suffix:
         jobs = [Job(pairs[0][0], output)]
     else:
         if output.exists() and not output.is_dir():

@@ -239,6 +239,7 @@ def test_outputs_mirror_input_folders_and_single_files_keep_their_name(tmp_path:
         (src / "a" / "1.jpg", tmp_path / "out" / "a" / "1.jpg"),
     ]
     assert plan([one], tmp_path / "x.png")[0].output == tmp_path / "x.png"
+    assert plan([one], tmp_path / "new")[0].output == tmp_path / "new" / "one.jpg"
     assert [j.output for j in plan([one, src], None)] == [None, None, None]
 
 
