@@ -119,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dataset", type=Path, default=SAMPLE, help="workshop-layout dataset")
     p.add_argument("--fps", type=float, default=5.0, help="daemon frame rate (default 5)")
     p.add_argument("--seconds", type=float, default=2.0, help="seconds per face in the clip")
+    p.add_argument(
+        "--no-mqtt", action="store_true", help="do not publish, even with a broker on localhost"
+    )
     args = p.parse_args(argv)
 
     if not (args.dataset / "images").is_dir():
@@ -153,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say(f"2/3 wrote {clip}: {plan} (faces from the training sample)")
 
     # 3. The daemon, as a subprocess, exactly as systemd runs it.
-    mqtt = broker_listening()
+    mqtt = not args.no_mqtt and broker_listening()
     cmd = [
         sys.executable, "-m", "edged", "run",
         "--source", str(clip), "--model", str(model), "--fps", f"{args.fps:g}",
@@ -167,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (
             "\n      (MQTT: publishing to localhost:1883)"
             if mqtt
-            else "\n      (MQTT off: no broker on localhost:1883; start mosquitto to see it there)"
+            else "\n      (MQTT off: --no-mqtt, or no broker on localhost:1883)"
         )
     )
     seen: collections.Counter[str] = collections.Counter()

@@ -89,7 +89,7 @@ def build_outputs(settings: Settings, controls: Controls) -> list[Output]:
         except ImportError:
             log.warning("MQTT output is not available in this build; running without it")
         else:
-            outputs.append(publisher.build(settings, controls))
+            outputs.append(publisher.MqttPublisher(settings, controls))
     return outputs
 
 
