@@ -1,0 +1,346 @@
+"""Deployment: the systemd unit's promises, and `make install` / `make uninstall`.
+
+The install tests stage everything under a scratch DESTDIR and record systemctl calls
+instead of making them, so the real system is never touched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from edged.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "deploy" / "edged.service"
+INSTALL = ROOT / "deploy" / "install.sh"
+ANALYZE = shutil.which("systemd-analyze")
+
+
+def _render_module():
+    spec = importlib.util.spec_from_file_location("render_config", ROOT / "deploy/render_config.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+render_config = _render_module()
+
+
+def unit_settings() -> dict[str, dict[str, list[str]]]:
+    """The unit file as section -> key -> values (keys may repeat, as systemd allows)."""
+    out: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    section = ""
+    for raw in UNIT.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        out[section][key.strip()].append(value.strip())
+    return out
+
+
+# -- the unit -----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+def test_unit_exposure_is_at_most_2_0():
+    proc = subprocess.run(
+        [ANALYZE, "security", "--offline=true", str(UNIT)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout)
+    assert m, f"no exposure level in systemd-analyze output:\n{proc.stdout}{proc.stderr}"
+    assert float(m[1]) <= 2.0, proc.stdout
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+def test_unit_passes_systemd_analyze_verify_without_warnings(tmp_path):
+    # /opt/edged is not installed here: point ExecStart at a binary that exists so
+    # verify checks everything else (unknown keys, bad values) instead of stopping there.
+    unit = tmp_path / "edged.service"
+    unit.write_text(UNIT.read_text().replace("/opt/edged/bin/edged", "/bin/true"))
+    proc = subprocess.run(
+        [ANALYZE, "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "", proc.stderr
+
+
+def test_unit_is_notify_with_watchdog_reload_and_bounded_restarts():
+    u = unit_settings()
+    svc = u["Service"]
+    assert svc["Type"] == ["notify"]
+    assert int(svc["WatchdogSec"][0]) > 0
+    assert svc["Restart"] == ["on-failure"]
+    assert int(u["Unit"]["StartLimitBurst"][0]) > 0
+    assert int(u["Unit"]["StartLimitIntervalSec"][0]) > 0
+    assert "-HUP" in svc["ExecReload"][0] and "$MAINPID" in svc["ExecReload"][0]
+    assert u["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_unit_does_not_restart_loop_on_bad_config_exit_78():
+    from edged.cli import ExitStatus
+
+    statuses = unit_settings()["Service"]["RestartPreventExitStatus"][0].split()
+    assert str(int(ExitStatus.CONFIG)) in statuses
+
+
+def test_unit_runs_the_installed_daemon_with_the_etc_config_and_no_secret_on_the_command_line():
+    svc = unit_settings()["Service"]
+    assert svc["ExecStart"] == ["/opt/edged/bin/edged run --config /etc/edged/edged.toml"]
+    assert "password" not in svc["ExecStart"][0].lower()
+    assert "password" not in " ".join(svc.get("Environment", [])).lower()
+
+
+def test_unit_runs_unprivileged_in_group_video_with_camera_devices_only():
+    svc = unit_settings()["Service"]
+    assert svc["DynamicUser"] == ["yes"] or svc.get("User", ["root"])[0] != "root"
+    assert "video" in svc["SupplementaryGroups"][0].split()
+    assert svc["DevicePolicy"] == ["closed"]
+    allowed = {v.split()[0] for v in svc["DeviceAllow"]}
+    assert allowed <= {"char-video4linux", "char-media", "char-dma_heap"}
+    assert "char-video4linux" in allowed
+    assert svc["CapabilityBoundingSet"] == [""]
+    assert svc["NoNewPrivileges"] == ["yes"]
+
+
+def test_unit_writes_only_its_state_directory_and_reads_its_config_directory():
+    svc = unit_settings()["Service"]
+    assert svc["ProtectSystem"] == ["strict"]  # everything else read-only
+    assert svc["StateDirectory"] == ["edged"]  # /var/lib/edged: the model
+    assert svc["ConfigurationDirectory"] == ["edged"]  # /etc/edged
+    assert svc["WorkingDirectory"] == ["/var/lib/edged"]  # a relative model.path lands here
+    assert "ReadWritePaths" not in svc
+    assert svc["PrivateTmp"] == ["yes"]
+    # The trainer (root) writes trainer.yml 0644 into the state directory: the directory
+    # itself must let the service user in.
+    assert svc["StateDirectoryMode"] == ["0755"]
+
+
+# -- the configuration the installer writes -----------------------------------------------
+
+
+def test_installed_config_points_the_daemon_at_var_lib_edged(tmp_path):
+    text = render_config.render((ROOT / "config" / "edged.toml").read_text())
+    path = tmp_path / "edged.toml"
+    path.write_text(text)
+    assert load_settings(path).model.path == Path("/var/lib/edged/trainer.yml")
+    # Everything else stays documented (commented) at its default.
+    assert load_settings(path).mqtt.host == load_settings(None).mqtt.host
+    assert "# source = " in text
+
+
+def test_installed_config_without_an_example_is_still_valid(tmp_path):
+    path = tmp_path / "edged.toml"
+    path.write_text(render_config.render(render_config.FALLBACK))
+    assert load_settings(path).model.path == Path("/var/lib/edged/trainer.yml")
+
+
+@pytest.mark.parametrize(
+    "example",
+    [
+        '[model]\npath = "old.yml"\npoll_interval = 2.0\n',  # already set: replaced
+        "[camera]\nsource = '0'\n",  # no [model] section: added
+        "[model]\n# nothing here\n[mqtt]\nhost = 'b'\n",  # section without the key
+    ],
+)
+def test_installed_config_sets_model_path_whatever_the_example_holds(example):
+    parsed = tomllib.loads(render_config.render(example, "/var/lib/edged/trainer.yml"))
+    assert parsed["model"]["path"] == "/var/lib/edged/trainer.yml"
+
+
+def test_installed_config_refuses_an_example_that_is_not_toml():
+    with pytest.raises(ValueError, match="not valid TOML"):
+        render_config.render("[camera\nsource = ")
+
+
+# -- make install / make uninstall --------------------------------------------------------
+
+
+def _env(destdir: Path, log: Path, **extra: str) -> dict[str, str]:
+    recorder = destdir.parent / "systemctl"
+    recorder.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    recorder.chmod(0o755)
+    env = dict(os.environ)
+    env.update(
+        DESTDIR=str(destdir),
+        PYTHON=sys.executable,  # its base interpreter makes the venv
+        # The test environment's pip can build the package but need not fetch the world.
+        PIP_INSTALL_ARGS="--no-deps --quiet",
+        SYSTEMCTL=str(recorder),
+        SYSTEM_DEPS="true",
+    )
+    env.update(extra)
+    return env
+
+
+def _make(target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), target],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def _files(root: Path) -> set[str]:
+    """Everything under root except the virtualenv's insides, as /paths."""
+    out = set()
+    for p in root.rglob("*"):
+        rel = "/" + str(p.relative_to(root))
+        if rel.startswith("/opt/edged/") and rel.count("/") > 3:
+            continue
+        if p.is_file() or p.is_symlink():
+            out.add(rel)
+    return out
+
+
+INSTALLED = {
+    "/opt/edged/.installed-by-edged",
+    "/opt/edged/pyvenv.cfg",
+    "/usr/local/bin/edged",
+    "/usr/local/bin/edged-train",
+    "/usr/local/lib/systemd/system/edged.service",
+    "/etc/edged/edged.toml",
+    "/etc/edged/edged.toml.example",
+    "/var/lib/edged/trainer.yml",
+}
+
+
+@pytest.mark.slow
+def test_make_install_twice_then_uninstall_twice_keeps_config_and_model(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    log = tmp_path / "systemctl.log"
+    env = _env(root, log)
+    model = root / "var/lib/edged/trainer.yml"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"%YAML:1.0\n# the admin's model\n")
+    config = root / "etc/edged/edged.toml"
+
+    first = _make("install", env)
+    assert first.returncode == 0, first.stderr
+    assert _files(root) >= INSTALLED
+    assert load_settings(config).model.path == Path("/var/lib/edged/trainer.yml")
+    assert log.read_text().splitlines() == ["daemon-reload", "try-restart edged.service"]
+
+    # What was baked in names the final paths, never the staging root.
+    venv = root / "opt/edged"
+    for name in ("edged", "edged-train"):
+        assert (venv / "bin" / name).read_text().startswith("#!/opt/edged/bin/python\n")
+        assert os.readlink(root / "usr/local/bin" / name) == f"/opt/edged/bin/{name}"
+    for f in [*sorted((venv / "bin").iterdir()), venv / "pyvenv.cfg", *root.rglob("*.service")]:
+        if f.is_file() and not f.is_symlink():
+            assert str(root).encode() not in f.read_bytes(), f
+    assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
+    unit = (root / "usr/local/lib/systemd/system/edged.service").read_text()
+    assert unit == UNIT.read_text()
+    where = subprocess.run(
+        [str(venv / "bin/python"), "-c", "import edged; print(edged.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,  # not the source tree, which python -c would import from
+    ).stdout
+    assert where.startswith(str(venv / "lib"))
+
+    # The admin edits the configuration; an update must not undo it.
+    config.write_text(config.read_text().replace("[mqtt]", '[mqtt]\nhost = "broker.lan"', 1))
+    edited = config.read_bytes()
+    second = _make("install", env)
+    assert second.returncode == 0, second.stderr
+    assert "keeping your /etc/edged/edged.toml" in second.stderr
+    assert config.read_bytes() == edited
+    assert _files(root) >= INSTALLED
+
+    for _ in range(2):
+        log.write_text("")
+        gone = _make("uninstall", env)
+        assert gone.returncode == 0, gone.stderr
+        assert _files(root) == {"/etc/edged/edged.toml", "/var/lib/edged/trainer.yml"}
+        assert config.read_bytes() == edited
+        assert model.read_bytes() == b"%YAML:1.0\n# the admin's model\n"
+        assert "daemon-reload" in log.read_text().splitlines()
+    assert not venv.exists()
+
+
+def _script(action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(INSTALL), action],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_install_refuses_to_replace_a_directory_it_did_not_create(tmp_path):
+    root = tmp_path / "root"
+    foreign = root / "opt/edged/something.txt"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("not ours")
+    proc = _script("install", _env(root, tmp_path / "log"))
+    assert proc.returncode != 0
+    assert "was not made by edged's installer" in proc.stderr
+    assert foreign.read_text() == "not ours"
+
+
+def test_uninstall_leaves_files_it_did_not_install(tmp_path):
+    root = tmp_path / "root"
+    foreign = root / "opt/edged/something.txt"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("not ours")
+    other_tool = root / "usr/local/bin/edged"
+    other_tool.parent.mkdir(parents=True)
+    other_tool.write_text("#!/bin/sh\n")
+    proc = _script("uninstall", _env(root, tmp_path / "log"))
+    assert proc.returncode == 0, proc.stderr
+    assert foreign.read_text() == "not ours"
+    assert other_tool.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_install_without_root_or_destdir_says_to_use_sudo_and_changes_nothing(tmp_path):
+    env = _env(tmp_path / "root", tmp_path / "log")
+    del env["DESTDIR"]
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    proc = subprocess.run(
+        [*nobody, "bash", str(INSTALL), "install"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "run as root: sudo make install" in proc.stderr
+
+
+def test_install_script_without_an_action_prints_usage():
+    proc = _script("", dict(os.environ))
+    assert proc.returncode == 2
+    assert "usage:" in proc.stderr
