@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 
-from edged import __version__, config_cmd, detect, run
+from edged import __version__, config_cmd, detect, publisher, run
 from edged.errors import (
     BrokerError,
     CameraError,
@@ -107,6 +107,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     detect.register,
     run.register,
     config_cmd.register,
+    publisher.register,
 ]
 
 

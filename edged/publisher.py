@@ -1,0 +1,511 @@
+"""The MQTT side of ``edged run``: a paho-mqtt (v2 API) client as the service's `Output`.
+
+Threads and state: the frame loop calls ``on_*``; paho's network thread (``loop_start``)
+runs the callbacks. The smoother belongs to the loop thread alone. The newest retained
+values (state, camera, stats, detect state) and the discovery messages live in
+``_latest`` under ``_lock``, the same lock that covers "am I connected" and every
+publish, so a reconnect's snapshot and a fresh state never cross.
+
+Broker away: nothing is handed to paho (its own queue for QoS>0 grows without bound);
+retained values are only remembered (one per topic) and sent on reconnect; events and
+detections are dropped and counted; unacknowledged messages from before the loss are
+dropped on reconnect, so no old event is ever replayed. paho's capped exponential
+backoff does the retrying; a refused connection is logged once, in words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+
+from edged.errors import BrokerError, ConfigError
+from edged.messages import (
+    OFF,
+    OFFLINE,
+    ON,
+    ONLINE,
+    Discovery,
+    Topics,
+    detections_payload,
+    discovery_messages,
+    event_payload,
+    parse_switch,
+    removal_messages,
+    state_payload,
+    stats_payload,
+)
+from edged.smoothing import Smoother, SmoothingConfig, State, Step
+
+if TYPE_CHECKING:
+    from edged.model_store import ModelStatus
+    from edged.pipeline import FrameResult
+    from edged.service import Controls
+    from edged.settings import MqttSettings, Settings
+
+log = logging.getLogger(__name__)
+
+CREDENTIAL_NAME = "mqtt_password"  # systemd LoadCredential=mqtt_password:/etc/...
+# A safety net under "never publish while disconnected": the race between the broker
+# vanishing and paho noticing may queue a few messages, never more than this.
+MAX_QUEUED = 100
+STOP_TIMEOUT = 2.0  # s to wait for the retained "offline" on shutdown
+
+_CONNACK_WORDS = {
+    "Bad user name or password": "bad username or password (check mqtt.username and the "
+    "password, password_file or the mqtt_password credential)",
+    # MQTT 3.1.1 brokers (mosquitto 2) answer a wrong password with "not authorized".
+    "Not authorized": "not authorized: bad username or password, or this client is not "
+    "allowed (check mqtt.username, the password and the broker's ACL)",
+    "Client identifier not valid": "the broker rejected the client id (mqtt.client_id)",
+    "Server unavailable": "the broker says it is unavailable",
+    "Unsupported protocol version": "the broker does not speak MQTT 3.1.1",
+}
+
+
+def resolve_password(cfg: MqttSettings, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The password: ``password``, else ``password_file``, else the systemd credential."""
+    if cfg.password is not None:
+        return cfg.password.get_secret_value()
+    path = cfg.password_file
+    if path is None and environ.get("CREDENTIALS_DIRECTORY"):
+        cred = Path(environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+        path = cred if cred.is_file() else None
+    if path is None:
+        return None
+    try:
+        return path.read_text().rstrip("\r\n")
+    except OSError as e:
+        raise ConfigError(f"mqtt.password_file: cannot read {path}: {e.strerror}") from None
+
+
+def describe_connack(reason: object) -> str:
+    """A CONNACK refusal in words a person can act on."""
+    text = str(reason)
+    return _CONNACK_WORDS.get(text, f"the broker refused the connection ({text})")
+
+
+def describe_oserror(err: BaseException | None, host: str, port: int) -> str:
+    """Why the TCP/TLS connection failed, e.g. an untrusted certificate or no listener."""
+    where = f"{host}:{port}"
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate is not trusted ({err.verify_message}) at {where}"
+    if isinstance(err, ssl.SSLError):
+        return f"TLS handshake with {where} failed ({err.reason or err})"
+    if isinstance(err, ConnectionRefusedError):
+        return f"connection refused by {where} (is the broker running and listening there?)"
+    if isinstance(err, socket.gaierror):
+        return f"unknown broker host {host!r} ({err.strerror})"
+    if isinstance(err, TimeoutError | socket.timeout):
+        return f"timed out connecting to {where}"
+    if isinstance(err, OSError):
+        return f"cannot connect to {where}: {err.strerror or err}"
+    return f"cannot connect to {where}"
+
+
+def make_client(
+    settings: Settings, will: bool = True, environ: Mapping[str, str] = os.environ
+) -> mqtt.Client:
+    """A configured (not yet connected) paho client: id, will, credentials, TLS, backoff."""
+    cfg = settings.mqtt
+    client_id = cfg.client_id or f"edged-{cfg.device_id}"
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
+    )
+    if will:
+        topics = Topics.of(cfg.prefix, cfg.device_id)
+        client.will_set(topics.availability, OFFLINE, qos=max(cfg.qos, 1), retain=True)
+    password = resolve_password(cfg, environ)
+    if cfg.username is not None or password is not None:
+        client.username_pw_set(cfg.username or "", password)
+    if cfg.uses_tls:
+        for key in ("ca_file", "certfile", "keyfile"):
+            path = getattr(cfg, key)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"mqtt.{key}: {path} does not exist")
+        try:
+            client.tls_set(
+                ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                certfile=str(cfg.certfile) if cfg.certfile else None,
+                keyfile=str(cfg.keyfile) if cfg.keyfile else None,
+                cert_reqs=ssl.CERT_NONE if cfg.tls_insecure else ssl.CERT_REQUIRED,
+            )
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(f"mqtt TLS files cannot be used: {e}") from None
+        if cfg.tls_insecure:
+            client.tls_insecure_set(True)
+            log.warning("mqtt.tls_insecure: the broker's certificate is NOT verified")
+    client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)
+    client.max_queued_messages_set(MAX_QUEUED)
+    return client
+
+
+def discovery_for(settings: Settings) -> Discovery:
+    cfg, ha = settings.mqtt, settings.homeassistant
+    name = ha.device_name or f"edged {cfg.device_id}"
+    return Discovery(ha.prefix, cfg.device_id, name, Topics.of(cfg.prefix, cfg.device_id))
+
+
+def smoothing_config(settings: Settings) -> SmoothingConfig:
+    s = settings.smoothing
+    return SmoothingConfig(
+        enabled=s.enabled,
+        window=s.window,
+        agree=s.agree,
+        min_hold=s.min_hold,
+        threshold=s.threshold,
+        clear_after=settings.publish.clear_after,
+        heartbeat=settings.publish.heartbeat,
+    )
+
+
+class MqttPublisher:
+    """Publishes edged's results; implements ``edged.service.Output``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        controls: Controls,
+        *,
+        wall: Callable[[], float] = time.time,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        cfg = settings.mqtt
+        self.settings = settings
+        self.controls = controls
+        self.topics = Topics.of(cfg.prefix, cfg.device_id)
+        ha = settings.homeassistant
+        self.discovery = (
+            Discovery(
+                ha.prefix, cfg.device_id, ha.device_name or f"edged {cfg.device_id}", self.topics
+            )
+            if ha.discovery
+            else None
+        )
+        self._qos = cfg.qos
+        self._wall = wall
+        self._smoother = Smoother(smoothing_config(settings))  # loop thread only
+        self._detections = settings.publish.detections
+        self._detect_on = controls.detect.is_set()  # as last seen by the loop thread
+        self._model_version: str | None = None
+        self._classes: list[str] = []
+
+        self._lock = threading.Lock()
+        self._connected = False
+        self._latest: dict[str, bytes] = {}  # retained topic -> newest payload
+        self._discovery_msgs: list[tuple[str, bytes]] = []
+        self._ever_connected = False
+        self._problem: str | None = None  # the last reported connection problem
+        self.reconnects = 0
+        self.dropped = 0  # events and detections not sent because the broker was away
+        self.started_at = time.monotonic()
+
+        self.client = make_client(settings, will=True, environ=environ)
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._set_latest(self.topics.detect_state, ON if self._detect_on else OFF)
+        if self.discovery is not None:
+            self._discovery_msgs = discovery_messages(self.discovery, [])
+
+    # -- Output ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.settings.mqtt
+        log.info(
+            "MQTT: connecting to %s:%d%s as %s, topics under %s/",
+            cfg.host,
+            cfg.port,
+            " (TLS)" if cfg.uses_tls else "",
+            cfg.client_id or f"edged-{cfg.device_id}",
+            self.topics.base,
+        )
+        self.client.connect_async(cfg.host, cfg.port, cfg.keepalive)
+        self.client.loop_start()
+
+    def on_frame(self, result: FrameResult | None, now: float) -> None:
+        detect = self.controls.detect.is_set()
+        if detect != self._detect_on:
+            self._detect_on = detect
+            log.info("expression detection switched %s", ON if detect else OFF)
+            self._publish_retained(self.topics.detect_state, (ON if detect else OFF).encode())
+            if detect:  # back on: say so in the state at once
+                self._emit(Step(self._smoother.republish(now)), now)
+            else:
+                self._emit(self._smoother.clear(now), now)
+            return
+        if not detect:
+            return
+        if result is not None:
+            if result.model_version:
+                self._model_version = result.model_version
+            if self._detections and result.faces:
+                self._publish_volatile(
+                    self.topics.detections, detections_payload(result, self._wall()), 0
+                )
+        self._emit(self._smoother.update(result, now), now)
+
+    def on_camera(self, online: bool, reason: str) -> None:
+        self._publish_retained(self.topics.camera, (ONLINE if online else OFFLINE).encode())
+
+    def on_model(self, status: ModelStatus) -> None:
+        if status.version:
+            self._model_version = status.version
+        classes = list(status.classes)
+        if self.discovery is None or not classes or classes == self._classes:
+            return
+        self._classes = classes
+        msgs = discovery_messages(self.discovery, classes)
+        with self._lock:
+            self._discovery_msgs = msgs
+            if self._connected:
+                self._send_all(msgs, retain=True)
+
+    def on_stats(self, stats: dict[str, object]) -> None:
+        ours: dict[str, object] = {
+            **stats,
+            "broker_connected": self._connected,
+            "broker_reconnects": self.reconnects,
+            "mqtt_dropped": self.dropped,
+        }
+        self._publish_retained(self.topics.stats, stats_payload(ours, self._wall()))
+
+    def stop(self) -> None:
+        """Retained ``offline`` (waited for, briefly), then disconnect and end the thread."""
+        with self._lock:
+            connected, self._connected = self._connected, False
+        if connected:
+            info = self.client.publish(
+                self.topics.availability, OFFLINE, qos=max(self._qos, 1), retain=True
+            )
+            try:
+                info.wait_for_publish(STOP_TIMEOUT)
+            except (RuntimeError, ValueError):
+                log.warning("MQTT: could not publish 'offline' before exit")
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- publishing --------------------------------------------------------------------
+
+    def _emit(self, step: Step, now: float) -> None:
+        if step.transition is not None:
+            t = step.transition
+            log.info("expression: %s -> %s (%.0f%%)", t.from_, t.to, t.confidence * 100)
+            wall = self._wall() - (now - t.at)
+            self._publish_volatile(self.topics.event, event_payload(t, wall), self._qos)
+        if step.state is not None:
+            self._publish_retained(self.topics.state, self._state_bytes(step.state, now))
+
+    def _state_bytes(self, state: State, now: float) -> bytes:
+        wall = self._wall()
+        since = wall - (now - state.since) if state.since else wall
+        return state_payload(state, self._model_version, wall, since, self._detect_on)
+
+    def _set_latest(self, topic: str, payload: str) -> None:
+        self._latest[topic] = payload.encode()
+
+    def _publish_retained(self, topic: str, payload: bytes) -> None:
+        """Remember as the newest value; send now if connected, else on reconnect."""
+        with self._lock:
+            self._latest[topic] = payload
+            if self._connected:
+                self.client.publish(topic, payload, qos=self._qos, retain=True)
+
+    def _publish_volatile(self, topic: str, payload: bytes, qos: int) -> None:
+        """Now or never: not retained, not kept for later."""
+        with self._lock:
+            if self._connected:
+                self.client.publish(topic, payload, qos=qos, retain=False)
+                return
+            self.dropped += 1
+
+    def _send_all(self, msgs: list[tuple[str, bytes]], retain: bool) -> None:
+        for topic, payload in msgs:
+            self.client.publish(topic, payload, qos=self._qos, retain=retain)
+
+    def _announce(self) -> None:
+        """Discovery, then every newest retained value, then ``online`` (lock held)."""
+        self._send_all(self._discovery_msgs, retain=True)
+        self._send_all(list(self._latest.items()), retain=True)
+        self.client.publish(self.topics.availability, ONLINE, qos=max(self._qos, 1), retain=True)
+
+    # -- paho callbacks (network thread) -----------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: Any,
+        _flags: mqtt.ConnectFlags,
+        reason: Any,
+        _props: Any,
+    ) -> None:
+        if reason.is_failure:
+            self._report(describe_connack(reason) + "; retrying with backoff")
+            return
+        dropped = client.drop_out_messages()  # unacknowledged leftovers: never replay them
+        subs = [(self.topics.detect_set, 1)]
+        if self.discovery is not None:
+            subs.append((self.settings.homeassistant.status_topic, 1))
+        client.subscribe(subs)
+        with self._lock:
+            self._connected = True
+            if self._ever_connected:
+                self.reconnects += 1
+            self._announce()
+        cfg = self.settings.mqtt
+        if self._ever_connected:
+            log.info(
+                "MQTT: reconnected to %s:%d (%d unsent message(s) discarded, %d dropped "
+                "while away)",
+                cfg.host,
+                cfg.port,
+                len(dropped),
+                self.dropped,
+            )
+        else:
+            log.info("MQTT: connected to %s:%d", cfg.host, cfg.port)
+        self._ever_connected = True
+        self._problem = None
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        # paho calls this from inside its `except OSError`: the error is still current.
+        err = sys.exc_info()[1]
+        cfg = self.settings.mqtt
+        self._report(describe_oserror(err, cfg.host, cfg.port) + "; retrying with backoff")
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        with self._lock:
+            was, self._connected = self._connected, False
+        if was:
+            log.warning(
+                "MQTT: lost the broker (%s); keeping only the newest state until it is back",
+                reason,
+            )
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.topics.detect_set:
+            on = parse_switch(msg.payload)
+            if on is None:
+                log.warning("ignoring %s payload %r: send ON or OFF", msg.topic, msg.payload[:40])
+                return
+            if on:
+                self.controls.detect.set()
+            else:
+                self.controls.detect.clear()
+            # Confirm at once; the loop clears the expression on its next tick.
+            self._publish_retained(self.topics.detect_state, (ON if on else OFF).encode())
+        elif msg.payload.strip().lower() == ONLINE.encode():
+            log.info("Home Assistant is online: re-sending discovery")
+            with self._lock:
+                if self._connected:
+                    self._announce()
+
+    def _report(self, problem: str) -> None:
+        """Log a connection problem once, not on every retry."""
+        if problem != self._problem:
+            self._problem = problem
+            log.error("MQTT: %s", problem)
+
+    @property
+    def problem(self) -> str | None:
+        """The current connection problem, if any (for stats and tests)."""
+        return self._problem
+
+
+# -- edged ha-remove --------------------------------------------------------------------
+
+
+def connect_once(settings: Settings, timeout: float = 10.0) -> mqtt.Client:
+    """Connect synchronously (for one-shot commands); `BrokerError` in words on failure."""
+    cfg = settings.mqtt
+    client = make_client(settings, will=False)
+    result: dict[str, str | None] = {}
+    done = threading.Event()
+
+    def on_connect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        result["error"] = describe_connack(reason) if reason.is_failure else None
+        done.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(cfg.host, cfg.port, cfg.keepalive)
+    except (OSError, ValueError) as e:
+        raise BrokerError(describe_oserror(e, cfg.host, cfg.port)) from None
+    client.loop_start()
+    if not done.wait(timeout) or result.get("error"):
+        client.loop_stop()
+        reason = result.get("error") or f"no answer from {cfg.host}:{cfg.port} in {timeout:.0f}s"
+        raise BrokerError(f"MQTT: {reason}")
+    return client
+
+
+def remove(settings: Settings, everything: bool = False) -> list[str]:
+    """Clear this device's discovery (and with ``everything`` its retained values)."""
+    d = discovery_for(settings)
+    msgs = removal_messages(d)
+    if everything:
+        msgs += [(t, b"") for t in d.topics.retained()]
+    client = connect_once(settings)
+    try:
+        infos = [client.publish(t, p, qos=1, retain=True) for t, p in msgs]
+        for info in infos:
+            info.wait_for_publish(5.0)
+        if not all(i.is_published() for i in infos):
+            raise BrokerError("MQTT: the broker did not acknowledge every removal")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return [t for t, _ in msgs]
+
+
+def _ha_remove(args: argparse.Namespace) -> int:
+    from edged.settings import load_settings
+
+    overrides: dict[str, Any] = {}
+    mqtt_over = {
+        k: v
+        for k, v in (("host", args.host), ("port", args.port), ("device_id", args.device_id))
+        if v is not None
+    }
+    if mqtt_over:
+        overrides["mqtt"] = mqtt_over
+    settings = load_settings(args.config, overrides)
+    removed = remove(settings, everything=args.all)
+    for t in removed:
+        print(f"cleared {t}")
+    print(f"removed edged {settings.mqtt.device_id} from Home Assistant ({len(removed)} topics)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ha-remove",
+        help="remove this device's entities from Home Assistant",
+        description="Publish empty retained discovery messages for this device, so Home "
+        "Assistant deletes its entities and the device. Uses the same MQTT settings as "
+        "'edged run' (config file, EDGED_MQTT__* environment).",
+    )
+    p.add_argument("--config", "-c", type=Path, help="TOML settings file")
+    p.add_argument("--host", help="broker host (overrides mqtt.host)")
+    p.add_argument("--port", type=int, help="broker port (overrides mqtt.port)")
+    p.add_argument("--device-id", help="the device to remove (default: mqtt.device_id)")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also clear edged's own retained topics (availability, state, camera, stats, "
+        "detect/state)",
+    )
+    p.set_defaults(func=_ha_remove)
