@@ -45,7 +45,7 @@ from edged.messages import (
     state_payload,
     stats_payload,
 )
-from edged.smoothing import Smoother, SmoothingConfig, State, Step
+from edged.smoothing import Smoother, SmoothingConfig, Step
 
 if TYPE_CHECKING:
     from edged.model_store import ModelStatus
@@ -178,6 +178,7 @@ class MqttPublisher:
         controls: Controls,
         *,
         wall: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         environ: Mapping[str, str] = os.environ,
     ) -> None:
         cfg = settings.mqtt
@@ -194,6 +195,7 @@ class MqttPublisher:
         )
         self._qos = cfg.qos
         self._wall = wall
+        self._clock = clock  # the smoother's time: immune to wall-clock jumps (NTP at boot)
         self._smoother = Smoother(smoothing_config(settings))  # loop thread only
         self._detections = settings.publish.detections
         self._detect_on = controls.detect.is_set()  # as last seen by the loop thread
@@ -208,7 +210,7 @@ class MqttPublisher:
         self._problem: str | None = None  # the last reported connection problem
         self.reconnects = 0
         self.dropped = 0  # events and detections not sent because the broker was away
-        self.started_at = time.monotonic()
+        self._started_wall = wall()
 
         self.client = make_client(settings, will=True, environ=environ)
         self.client.on_connect = self._on_connect
@@ -235,15 +237,17 @@ class MqttPublisher:
         self.client.loop_start()
 
     def on_frame(self, result: FrameResult | None, now: float) -> None:
+        """``now`` is the wall clock, for payloads; debouncing runs on the monotonic clock."""
+        mono = self._clock()
         detect = self.controls.detect.is_set()
         if detect != self._detect_on:
             self._detect_on = detect
             log.info("expression detection switched %s", ON if detect else OFF)
             self._publish_retained(self.topics.detect_state, (ON if detect else OFF).encode())
             if detect:  # back on: say so in the state at once
-                self._emit(Step(self._smoother.republish(now)), now)
+                self._emit(Step(self._smoother.republish(mono)), mono, now)
             else:
-                self._emit(self._smoother.clear(now), now)
+                self._emit(self._smoother.clear(mono), mono, now)
             return
         if not detect:
             return
@@ -251,10 +255,9 @@ class MqttPublisher:
             if result.model_version:
                 self._model_version = result.model_version
             if self._detections and result.faces:
-                self._publish_volatile(
-                    self.topics.detections, detections_payload(result, self._wall()), 0
-                )
-        self._emit(self._smoother.update(result, now), now)
+                wall = result.timestamp or now
+                self._publish_volatile(self.topics.detections, detections_payload(result, wall), 0)
+        self._emit(self._smoother.update(result, mono), mono, now)
 
     def on_camera(self, online: bool, reason: str) -> None:
         self._publish_retained(self.topics.camera, (ONLINE if online else OFFLINE).encode())
@@ -298,19 +301,16 @@ class MqttPublisher:
 
     # -- publishing --------------------------------------------------------------------
 
-    def _emit(self, step: Step, now: float) -> None:
+    def _emit(self, step: Step, mono: float, wall: float) -> None:
         if step.transition is not None:
             t = step.transition
             log.info("expression: %s -> %s (%.0f%%)", t.from_, t.to, t.confidence * 100)
-            wall = self._wall() - (now - t.at)
             self._publish_volatile(self.topics.event, event_payload(t, wall), self._qos)
         if step.state is not None:
-            self._publish_retained(self.topics.state, self._state_bytes(step.state, now))
-
-    def _state_bytes(self, state: State, now: float) -> bytes:
-        wall = self._wall()
-        since = wall - (now - state.since) if state.since else wall
-        return state_payload(state, self._model_version, wall, since, self._detect_on)
+            state = step.state
+            since = wall - (mono - state.since) if state.since else self._started_wall
+            payload = state_payload(state, self._model_version, wall, since, self._detect_on)
+            self._publish_retained(self.topics.state, payload)
 
     def _set_latest(self, topic: str, payload: str) -> None:
         self._latest[topic] = payload.encode()

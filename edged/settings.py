@@ -157,14 +157,6 @@ class PublishSettings(Section):
     detections: bool = Field(
         True, description="Publish every processed frame's faces on the 'detections' topic."
     )
-    snapshot: bool = Field(
-        False,
-        description="Publish an annotated JPEG on the 'snapshot' topic. Off: no image "
-        "ever leaves the device.",
-    )
-    snapshot_interval: float = Field(
-        10.0, gt=0, description="Seconds between snapshots (when snapshot is on)."
-    )
 
 
 class SmoothingSettings(Section):
