@@ -303,6 +303,17 @@ def train(
     return TrainResult(dataset, faces, fitted, version, time.monotonic() - t0)
 
 
+def check_folds(samples: Sequence[Sample], folds: int) -> None:
+    """Each fold needs a person of its own: refuse --folds the dataset cannot fill."""
+    people = len({s.person for s in samples})
+    if people < folds:
+        hint = f"use --folds {people} or " if people >= 2 else ""
+        raise DatasetError(
+            f"--eval with {folds} folds needs at least {folds} different people; "
+            f"the dataset has {people} ({hint}add photos of more people)"
+        )
+
+
 def evaluate(
     result: TrainResult,
     *,
@@ -314,12 +325,7 @@ def evaluate(
 ) -> EvalReport:
     """Person-grouped k-fold evaluation on the same images, reusing the detected faces."""
     items = result.faces.readable
-    people = len({s.person for s in items})
-    if people < folds:
-        raise DatasetError(
-            f"--eval with {folds} folds needs at least {folds} different people; "
-            f"the dataset has {people} (use --folds {max(2, people)} or more photos)"
-        )
+    check_folds(items, folds)
     cfg = fitting.FitConfig(lbph=lbph or LBPHParams())
     train_fn, predict_fn = edged_pipeline(
         cfg, detector or fitting.IMAGE_DETECTOR, faces=result.faces.by_path
@@ -497,6 +503,8 @@ def run(args: argparse.Namespace) -> int:
         f"{dataset.root}: {dataset.layout} layout, {len(dataset.samples)} images in "
         f"{len(classes)} classes ({', '.join(classes)})"
     )
+    if args.eval:
+        check_folds(dataset.samples, args.folds)
     lbph = LBPHParams(args.radius, args.neighbors, args.grid_x, args.grid_y)
     result = train(
         dataset, out, lbph=lbph, skip_missing=args.skip_missing, progress=not quiet, log=warn

@@ -402,6 +402,8 @@ def test_eval_with_more_folds_than_people_is_refused(tmp_path: Path):
         root, "-o", tmp_path / "t.yml", "--classes", "happy,sad", "--eval", "--folds", "5", "-q"
     )
     assert r.returncode == 65 and "needs at least 5 different people" in r.stderr
+    assert "use --folds 4" in r.stderr
+    assert not (tmp_path / "t.yml").exists()  # refused before any work
 
 
 def test_help_explains_layouts_outputs_exit_codes_with_an_example():
