@@ -400,7 +400,7 @@ class Service:
                 self._each_output("on_model", value)
         return changed
 
-    def summary(self) -> str:
+    def summary(self, with_fps: bool = True) -> str:
         """The one-line STATUS= text for systemctl status."""
         online, reason = self.camera
         if online:
@@ -419,7 +419,7 @@ class Service:
         if not self.controls.detect.is_set():
             mod += ", detection paused"
         fps = ""
-        if self._last_stats:
+        if with_fps and self._last_stats:
             fps = f", {self._last_stats['fps']} fps"
         return f"{cam}, {mod}{fps}"
 
@@ -454,7 +454,7 @@ class Service:
             ticker.skipped,
             snap["cpu_percent"],
             snap["rss_mb"],
-            self.summary(),
+            self.summary(with_fps=False),
         )
         self._each_output("on_stats", snap)
 
@@ -477,7 +477,8 @@ class Service:
                 stats.classify.add(result.classify_ms)
         self._each_output("on_frame", result, self._wall())
         stats.ticks += 1
-        stats.latency.add((self._clock() - t0) * 1000.0)
+        if result is not None:  # per-frame latency: idle ticks would only flatter it
+            stats.latency.add((self._clock() - t0) * 1000.0)
         return seq
 
     def run(self) -> int:
