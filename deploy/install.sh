@@ -36,6 +36,16 @@ UNIT=edged.service
 SCRIPTS=(edged edged-train)
 MARKER=.installed-by-edged # in $PREFIX: uninstall removes only a tree that has it
 
+TEMPS=()
+trap 'rm -rf ${TEMPS[@]+"${TEMPS[@]}"}' EXIT
+# scratch VAR [-d]: a temporary file (directory) in VAR, removed however the script ends.
+scratch() {
+	local t
+	t=$(mktemp "${@:2}")
+	TEMPS+=("$t")
+	printf -v "$1" '%s' "$t"
+}
+
 say() { printf 'edged: %s\n' "$*" >&2; }
 die() {
 	say "error: $*"
@@ -87,21 +97,31 @@ venv_python() {
 }
 
 pip_install() {
-	local py=$DESTDIR$PREFIX/bin/python spec=$PACKAGE constraints=() tmp
-	[ -n "$EXTRAS" ] && spec="$PACKAGE[$EXTRAS]"
+	local py=$DESTDIR$PREFIX/bin/python package=$PACKAGE spec constraints=() build
+	if [ "$package" = "$SRC" ]; then
+		# Build from a copy: an in-tree build as root would leave root-owned build/ and
+		# *.egg-info in the admin's checkout, breaking their next `make` as themselves.
+		scratch build -d
+		tar -C "$SRC" --exclude=__pycache__ -cf - pyproject.toml README.md edged |
+			tar -C "$build" -xf -
+		package=$build
+	fi
+	spec=$package
+	[ -n "$EXTRAS" ] && spec="$package[$EXTRAS]"
 	# picamera2 (apt) uses the system's numpy through compiled modules: a newer numpy
 	# from PyPI in the virtualenv would shadow it and break them, so keep the system's.
 	if "$PYTHON" -c 'import importlib.util as u, sys; sys.exit(not u.find_spec("picamera2"))' \
 		2>/dev/null; then
 		local numpy
 		if numpy=$("$PYTHON" -c 'import numpy; print(numpy.__version__)' 2>/dev/null); then
-			tmp=$(mktemp)
-			echo "numpy==$numpy" >"$tmp"
-			constraints=(-c "$tmp")
+			local pins
+			scratch pins
+			echo "numpy==$numpy" >"$pins"
+			constraints=(-c "$pins")
 			say "picamera2 found: keeping the system's numpy $numpy (pip picks an OpenCV that fits)"
 		fi
 	fi
-	say "installing $spec into $DESTDIR$PREFIX"
+	say "installing edged${EXTRAS:+[$EXTRAS]} from $PACKAGE into $DESTDIR$PREFIX"
 	# shellcheck disable=SC2086  # PIP_INSTALL_ARGS is a list of words on purpose
 	if ! "$py" -m pip install --disable-pip-version-check ${constraints[@]+"${constraints[@]}"} \
 		$PIP_INSTALL_ARGS "$spec"; then
@@ -110,9 +130,8 @@ pip_install() {
 		say "warning: installing with [$EXTRAS] failed; retrying without (sd_notify falls back to its own socket code)"
 		# shellcheck disable=SC2086
 		"$py" -m pip install --disable-pip-version-check ${constraints[@]+"${constraints[@]}"} \
-			$PIP_INSTALL_ARGS "$PACKAGE" || die "pip install failed (see above)"
+			$PIP_INSTALL_ARGS "$package" || die "pip install failed (see above)"
 	fi
-	rm -f "${tmp:-}"
 	if [ -n "$DESTDIR" ]; then
 		# Scripts must name the final interpreter, not the staging one.
 		local f
@@ -124,9 +143,10 @@ pip_install() {
 }
 
 install_config() {
-	local dir=$DESTDIR$CONFDIR example=$SRC/config/edged.toml tmp
+	local dir=$DESTDIR$CONFDIR example=$SRC/config/edged.toml tmp out
 	install -d -m 0755 "$dir"
-	tmp=$(mktemp)
+	scratch tmp
+	scratch out
 	if [ ! -f "$example" ]; then
 		# An older source tree: ask the installed program, else use a minimal file.
 		if "$DESTDIR$PREFIX/bin/python" -m edged config example >"$tmp" 2>/dev/null; then
@@ -142,11 +162,10 @@ install_config() {
 		say "keeping your $CONFDIR/edged.toml (new options: $CONFDIR/edged.toml.example)"
 	else
 		"$PYTHON" "$SRC/deploy/render_config.py" --model-path "$MODEL" ${example:+"$example"} \
-			>"$tmp.toml" || die "cannot write the example configuration"
-		install -m 0644 "$tmp.toml" "$dir/edged.toml"
+			>"$out" || die "cannot write the example configuration"
+		install -m 0644 "$out" "$dir/edged.toml"
 		say "wrote $CONFDIR/edged.toml (model: $MODEL); set mqtt.host there"
 	fi
-	rm -f "$tmp" "$tmp.toml"
 }
 
 do_install() {
