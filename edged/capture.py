@@ -41,6 +41,7 @@ StateCallback = Callable[[bool, str], None]
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 DEFAULT_FILE_FPS = 25.0  # pace for a file (or image sequence) that states no rate
+STALE_GRABS = 2  # a decoded frame this many grabs behind the newest is not handed out
 
 
 class SourceKind(enum.Enum):
@@ -111,9 +112,10 @@ class CaptureStats:
 
     online: bool
     ended: bool
-    grabbed: int  # frames read from the source
+    grabbed: int  # frames taken off the source
+    decoded: int  # frames decoded (only those the consumer is about to want)
     taken: int  # frames handed to the consumer
-    dropped: int  # frames grabbed but replaced by a newer one before anyone took them
+    dropped: int  # frames grabbed but never handed over (undecoded, or replaced by newer)
     reconnects: int  # successful opens after the first
     failures: int  # failed opens and broken reads
     last_error: str | None
@@ -121,16 +123,30 @@ class CaptureStats:
 
 
 class Source:
-    """An open frame source: ``read`` fills (and where the size fits, reuses) a BGR buffer."""
+    """An open frame source.
+
+    ``grab`` takes the next frame off the source (cheap: a V4L2 buffer dequeue, a packet
+    read); ``retrieve`` decodes the grabbed frame into a BGR buffer (the costly part: MJPG
+    decoding, colour conversion). The grabber grabs every frame, so the source never
+    queues stale ones, but retrieves only the frames its consumer will take.
+    """
 
     kind: SourceKind
     name: str
     fps: float = 0.0  # native rate, 0 if unknown
     is_file: bool = False
 
-    def read(self, out: np.ndarray | None) -> np.ndarray | None:
-        """The next frame (in ``out`` where the size fits), or None at the end / on failure."""
+    def grab(self) -> bool:
+        """Take the next frame; False at the end of a file or when the source fails."""
         raise NotImplementedError
+
+    def retrieve(self, out: np.ndarray | None) -> np.ndarray | None:
+        """The grabbed frame as BGR (in ``out`` where the size fits), None on failure."""
+        raise NotImplementedError
+
+    def read(self, out: np.ndarray | None) -> np.ndarray | None:
+        """Grab and retrieve: the next frame, or None at the end / on failure."""
+        return self.retrieve(out) if self.grab() else None
 
     def rewind(self) -> bool:
         """Back to the first frame of a file; False where impossible."""
@@ -150,8 +166,11 @@ class CvSource(Source):
         self.fps = fps
         self.is_file = kind is SourceKind.FILE
 
-    def read(self, out: np.ndarray | None) -> np.ndarray | None:
-        ok, image = self._cap.read(out) if out is not None else self._cap.read()
+    def grab(self) -> bool:
+        return bool(self._cap.grab())
+
+    def retrieve(self, out: np.ndarray | None) -> np.ndarray | None:
+        ok, image = self._cap.retrieve(out) if out is not None else self._cap.retrieve()
         return image if ok and image is not None and image.size else None
 
     def rewind(self) -> bool:
@@ -201,15 +220,22 @@ class Picamera2Source(Source):
             cam.close()
             raise CameraError(f"cannot start the Raspberry Pi camera: {e}") from None
         self._cam = cam
+        self._pending: np.ndarray | None = None
         self.fps = float(settings.fps)
 
-    def read(self, out: np.ndarray | None) -> np.ndarray | None:
+    def grab(self) -> bool:
+        # picamera2 hands over whole arrays, so there is no cheaper grab than a capture.
         try:
             image = self._cam.capture_array("main")
         except Exception as e:
             log.debug("picamera2 capture failed: %s", e)
-            return None
-        return image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image
+            self._pending = None
+            return False
+        self._pending = image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image
+        return True
+
+    def retrieve(self, out: np.ndarray | None) -> np.ndarray | None:
+        return self._pending
 
     def release(self) -> None:
         try:
@@ -317,7 +343,15 @@ def open_source(settings: CameraSettings) -> Source:
 
 
 class FrameGrabber:
-    """Reads a source on its own thread, keeping only the newest frame.
+    """Grabs every frame of a source on its own thread and decodes only what is wanted.
+
+    Frames nobody takes are not decoded: the grabber learns the consumer's rhythm (the
+    interval between takes) and decodes each frame grabbed from one source interval
+    before the consumer's next expected call until that call, so a fixed-rate loop finds
+    a frame at most about one source interval old, and a 30 fps camera read by a 5 fps
+    loop costs 5 decodes a second, not 30. A call that finds nothing decoded (the first,
+    or an irregular consumer) waits for the next grabbed frame, at most a few source
+    intervals. ``decode_all`` decodes every frame instead (for comparison benchmarks).
 
     ``on_state(online, reason)`` is called from the grabber thread on every change of
     state (and when the reason for being offline changes), never once per retry.
@@ -332,10 +366,12 @@ class FrameGrabber:
         settings: CameraSettings,
         on_state: StateCallback | None = None,
         opener: Callable[[CameraSettings], Source] = open_source,
+        decode_all: bool = False,
     ) -> None:
         self.settings = settings
         self._on_state = on_state
         self._opener = opener
+        self._decode_all = decode_all
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -348,8 +384,14 @@ class FrameGrabber:
         self._ready_time = (0.0, 0.0)
         self._fresh = False
         self._front_frame: Frame | None = None
+        # The consumer's rhythm, for decoding just before it calls (under the lock).
+        self._wanted = False  # a call found nothing: decode the next frame
+        self._last_take = 0.0  # monotonic time of the last take
+        self._period = 0.0  # smoothed interval between takes (0: not known yet)
+        self._interval = 0.0  # smoothed interval between grabs (the thread's own)
         # Counters and state, written under the lock by the thread.
         self._grabbed = 0
+        self._decoded = 0
         self._taken = 0
         self._dropped = 0
         self._opens = 0
@@ -386,44 +428,64 @@ class FrameGrabber:
     def latest(self, after_seq: int = -1) -> Frame | None:
         """The newest frame if its seq is above ``after_seq``, else None. One consumer only.
 
-        The returned image is not written by the grabber until the next call.
+        While the source is online and nothing newer is decoded yet, waits for the next
+        grabbed frame (a few source intervals at most). The returned image is not written
+        by the grabber until the next call.
         """
-        with self._lock:
-            self._take()
-            f = self._front_frame
-        return f if f is not None and f.seq > after_seq else None
+        with self._cond:
+            if self._fresh and self._online and self._grabbed - self._ready_seq > STALE_GRABS:
+                self._fresh = False  # decoded for a call that never came: too old now
+                self._dropped += 1
+            if not self._has_newer(after_seq) and self._online and not self._stop.is_set():
+                self._wanted = True
+                self._cond.notify_all()
+                self._cond.wait_for(
+                    lambda: self._has_newer(after_seq) or not self._online,
+                    self._catch_up_time(),
+                )
+            return self._take(after_seq)
 
     def wait(self, after_seq: int = -1, timeout: float | None = None) -> Frame | None:
         """Like `latest`, but waits up to ``timeout`` s for a frame newer than ``after_seq``.
 
         Returns None on timeout, on `stop`, or once a file has ended.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not (
-                (self._fresh and self._ready_seq > after_seq)
-                or (self._front_frame is not None and self._front_frame.seq > after_seq)
-            ):
-                if self._stop.is_set() or self._ended:
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            self._take()
-            f = self._front_frame
-        return f if f is not None and f.seq > after_seq else None
+            if not self._has_newer(after_seq):
+                self._wanted = True
+                self._cond.wait_for(
+                    lambda: self._has_newer(after_seq) or self._stop.is_set() or self._ended,
+                    timeout,
+                )
+            return self._take(after_seq)
 
-    def _take(self) -> None:
+    def _has_newer(self, after_seq: int) -> bool:
+        if self._fresh:
+            return self._ready_seq > after_seq
+        f = self._front_frame
+        return f is not None and f.seq > after_seq
+
+    def _catch_up_time(self) -> float:
+        """How long a call may wait for the next frame: a few grab intervals, capped."""
+        return min(0.25, max(0.05, 3 * self._interval))
+
+    def _take(self, after_seq: int) -> Frame | None:
         """Under the lock: hand the ready buffer to the consumer, take back its old one."""
-        if not self._fresh:
-            return
-        self._front, self._ready = self._ready, self._front
-        assert self._front is not None
-        wall, mono = self._ready_time
-        self._front_frame = Frame(self._front, self._ready_seq, wall, mono)
-        self._fresh = False
-        self._taken += 1
+        if self._fresh:
+            self._front, self._ready = self._ready, self._front
+            assert self._front is not None
+            wall, mono = self._ready_time
+            self._front_frame = Frame(self._front, self._ready_seq, wall, mono)
+            self._fresh = False
+            self._wanted = False
+            self._taken += 1
+            now = time.monotonic()
+            if self._last_take:
+                gap = now - self._last_take
+                self._period = gap if not self._period else 0.7 * self._period + 0.3 * gap
+            self._last_take = now
+        f = self._front_frame
+        return f if f is not None and f.seq > after_seq else None
 
     @property
     def online(self) -> bool:
@@ -445,6 +507,7 @@ class FrameGrabber:
                 online=self._online,
                 ended=self._ended,
                 grabbed=self._grabbed,
+                decoded=self._decoded,
                 taken=self._taken,
                 dropped=self._dropped,
                 reconnects=max(0, self._opens - 1),
@@ -479,7 +542,7 @@ class FrameGrabber:
             delay = min(delay * 2, s.retry_max)
 
     def _pump(self, source: Source) -> tuple[float, str | None]:
-        """Read until failure: (seconds it delivered frames, reason) or (…, None) to end."""
+        """Grab until failure: (seconds it delivered frames, reason) or (…, None) to end."""
         s = self.settings
         opened = time.monotonic()
         try:
@@ -491,11 +554,14 @@ class FrameGrabber:
             with self._lock:
                 self._opens += 1
                 self._source_fps = rate if source.is_file else source.fps
+                self._interval = 1.0 / self._source_fps if self._source_fps else 0.0
+                self._online = True
             h, w = first.shape[:2]
             fps_text = f" at {self._source_fps:g} fps" if self._source_fps else ""
             self._report(True, f"{source.name} delivers {w}x{h}{fps_text}")
-            self._publish(first)
-            next_due = time.monotonic() + period
+            last_grab = time.monotonic()
+            self._publish(first, self._count_grab(), last_grab)
+            next_due = last_grab + period
             while not self._stop.is_set():
                 if period:
                     wait = next_due - time.monotonic()
@@ -503,14 +569,14 @@ class FrameGrabber:
                         break
                     # After a stall, resume the pace instead of bursting to catch up.
                     next_due = max(next_due + period, time.monotonic())
-                image = source.read(self._back)
-                if image is None and source.is_file and s.loop:
-                    image = source.read(self._back) if source.rewind() else None
-                    if image is None:
+                ok = source.grab()
+                if not ok and source.is_file and s.loop:
+                    ok = source.rewind() and source.grab()
+                    if not ok:
                         return time.monotonic() - opened, f"cannot loop {source.name}"
-                if image is None:
+                if not ok:
                     if source.is_file:
-                        with self._lock:
+                        with self._cond:
                             self._ended = True
                             self._cond.notify_all()
                         self._report(False, f"end of {source.name}")
@@ -519,25 +585,56 @@ class FrameGrabber:
                         time.monotonic() - opened,
                         f"{source.name} stopped delivering frames (unplugged or stream broken?)",
                     )
-                self._publish(image)
+                now = time.monotonic()
+                self._interval = 0.9 * self._interval + 0.1 * (now - last_grab)
+                last_grab = now
+                seq = self._count_grab()
+                if not self._should_decode(now):
+                    with self._lock:
+                        self._dropped += 1
+                    continue
+                image = source.retrieve(self._back)
+                if image is None:
+                    return now - opened, f"{source.name} delivered a frame that cannot be decoded"
+                self._publish(image, seq, now)
             return time.monotonic() - opened, None
         finally:
             try:
                 source.release()
             except Exception:
                 log.exception("error releasing %s", source.name)
-            with self._lock:
+            with self._cond:
                 self._online = False
+                self._cond.notify_all()
 
-    def _publish(self, image: np.ndarray) -> None:
-        wall, mono = time.time(), time.monotonic()
+    def _count_grab(self) -> int:
+        with self._lock:
+            self._grabbed += 1
+            return self._grabbed
+
+    def _should_decode(self, now: float) -> bool:
+        """Decode when asked, or from one grab interval before the consumer's next call."""
+        if self._decode_all:
+            return True
+        with self._lock:
+            if self._wanted:
+                return True
+            if not self._period:
+                return False
+            # From just before the expected call until it is clearly not coming (a paused
+            # consumer): then only a call's own request decodes.
+            due = self._last_take + self._period
+            return due - 1.5 * self._interval <= now <= due + self._period
+
+    def _publish(self, image: np.ndarray, seq: int, mono: float) -> None:
+        wall = time.time() - (time.monotonic() - mono)
         with self._cond:
             if self._fresh:
                 self._dropped += 1
             # The old ready buffer becomes the next read target; the consumer's is untouched.
             self._back, self._ready = self._ready, image
-            self._grabbed += 1
-            self._ready_seq = self._grabbed
+            self._decoded += 1
+            self._ready_seq = seq
             self._ready_time = (wall, mono)
             self._fresh = True
             self._cond.notify_all()
@@ -550,12 +647,13 @@ class FrameGrabber:
     def _report(self, online: bool, reason: str) -> None:
         """Log and tell the owner once per change of state (or of the offline reason)."""
         key = (online, None if online else reason)
-        with self._lock:
+        with self._cond:
             self._online = online
             if not online:
                 self._last_error = reason
             changed = key != self._reported
             self._reported = key
+            self._cond.notify_all()
         if not changed:
             log.debug("camera still offline: %s", reason)
             return
