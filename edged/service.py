@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import numpy as np
 
-from edged.pipeline import FrameResult, Pipeline
+from edged.pipeline import FrameResult, Pipeline, TrackConfig
 from edged.ticker import Ticker
 
 if TYPE_CHECKING:
@@ -318,6 +318,7 @@ class Service:
         self.pipeline = pipeline or Pipeline(
             FaceDetector(DetectorConfig(d.scale_factor, d.min_neighbors, d.min_size, d.max_width)),
             max_faces=settings.loop.max_faces,
+            track=TrackConfig(),  # video: scan near the faces already seen (bench/)
         )
         self.notifier = notifier or Notifier()
         self._clock = clock
