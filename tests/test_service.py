@@ -598,3 +598,96 @@ def test_a_closed_stdout_turns_the_json_output_off_instead_of_killing_the_daemon
     finally:
         signal.signal(signal.SIGPIPE, old)
         stream.close()
+
+
+# -- a hung loop and an impatient user ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_watchdog_pings_come_only_from_the_loop_so_a_hung_frame_stops_them(
+    face_video, sample_model, clean_env
+):
+    from edged.notify import Notifier
+
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    settings = load_settings(
+        None,
+        {
+            "camera": {"source": str(clip), "loop": True},
+            "model": {"path": str(sample_model)},
+            "loop": {"fps": 10, "duration": 3.0},
+            "mqtt": {"enabled": False},
+        },
+    )
+    pings: list[float] = []
+
+    def send(message: str) -> None:
+        if "WATCHDOG=1" in message:
+            pings.append(time.monotonic())
+
+    notifier = Notifier(environ={"NOTIFY_SOCKET": "unused", "WATCHDOG_USEC": "200000"}, send=send)
+    hung: list[float] = []
+
+    def hang_once(rec: Recorder, result) -> None:
+        if result is not None and not hung and len(rec.frames) > 5:
+            hung.append(time.monotonic())
+            time.sleep(1.2)  # the pipeline hangs: a real daemon would be killed by systemd
+            hung.append(time.monotonic())
+
+    Service(settings, [Recorder(hang_once)], notifier=notifier).run()
+    assert len(hung) == 2
+    during = [t for t in pings if hung[0] < t < hung[1]]
+    assert during == [], "a ping while the loop was stuck would hide the hang from systemd"
+    assert len([t for t in pings if t < hung[0]]) >= 3  # pinged every 0.1 s before
+    assert [t for t in pings if t > hung[1]]  # and again once the loop moved on
+
+
+HANGING_STOP = """
+import sys, time
+from edged.service import Service
+from edged.settings import load_settings
+
+class HangsOnStop:
+    def start(self): pass
+    def on_frame(self, result, now):
+        if result is not None:
+            print("frame", flush=True)
+    def on_camera(self, online, reason): pass
+    def on_model(self, status): pass
+    def on_stats(self, stats): pass
+    def stop(self):
+        print("stopping", flush=True)
+        time.sleep(60)  # a broker that never answers, say
+
+s = load_settings(None, {"camera": {"source": sys.argv[1], "loop": True},
+                         "model": {"path": sys.argv[2]}, "mqtt": {"enabled": False}})
+sys.exit(Service(s, [HangsOnStop()]).run())
+"""
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_forces_exit_when_shutdown_hangs(face_video, sample_model, tmp_path):
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    script = tmp_path / "hang.py"
+    script.write_text(HANGING_STOP)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(clip), str(sample_model)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "frame\n"
+        proc.send_signal(signal.SIGINT)
+        while proc.stdout.readline() != "stopping\n":
+            pass
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=LIVENESS) == 128 + signal.SIGINT
+        assert "forced exit" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
