@@ -1,0 +1,398 @@
+"""End to end: ``edged run`` on generated face clips, heard through a real Mosquitto.
+
+Each daemon run is shared by several assertions to keep the suite short. Deadlines are
+generous liveness bounds, never speed claims.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import paho.mqtt.publish as mqtt_publish
+import pytest
+from conftest import CLASSES, SAMPLE, Segment, write_video
+from fixtures_broker import PASSWORD, USER, Broker, Collector, wait_until
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+HAPPY = SAMPLE / "images" / "Aaron_Guiel_0001.jpg"
+SAD = SAMPLE / "images" / "Alain_Cervantes_0001.jpg"
+LIVENESS = 30.0
+STATE_KEYS = {
+    "expression",
+    "confidence",
+    "distance",
+    "faces",
+    "since",
+    "timestamp",
+    "model_version",
+    "detect",
+}
+
+
+class Daemon:
+    """``python -m edged run`` with a generated TOML config; stderr kept in a file."""
+
+    def __init__(self, tmp: Path, broker: Broker, device: str, *args: str, **mqtt: object):
+        self.device = device
+        self.base = f"edged/{device}"
+        cfg = {
+            "host": broker.host,
+            "port": broker.port,
+            "device_id": device,
+            "reconnect_min": 0.2,
+            "reconnect_max": 1.0,
+            **mqtt,
+        }
+        lines = ["[mqtt]"] + [f"{k} = {json.dumps(v)}" for k, v in cfg.items()]
+        lines += ["[publish]", "clear_after = 1.0", "[smoothing]", "window = 3", "agree = 2"]
+        self.config = tmp / f"{device}.toml"
+        self.config.write_text("\n".join(lines) + "\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        self.log = tmp / f"{device}.log"
+        self._log = self.log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edged", "run", "--config", str(self.config), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            cwd=tmp,
+            env=env,
+        )
+
+    def stderr(self) -> str:
+        self._log.flush()
+        return self.log.read_text()
+
+    def wait(self, timeout: float = LIVENESS) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"daemon still running\n{self.stderr()}") from None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    made: list[Daemon] = []
+    yield made
+    for d in made:
+        d.close()
+
+
+def js(m) -> dict:
+    return json.loads(m.payload)
+
+
+def collapse(values: list) -> list:
+    return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+
+
+# -- one full run of a clip: every topic, its schema and retain flag ---------------------
+
+
+@pytest.fixture(scope="module")
+def clip_run(broker, sample_model, tmp_path_factory):
+    """none 1 s -> happy 2.5 s -> sad 2.5 s -> none 2 s, played once at 10 fps."""
+    tmp = tmp_path_factory.mktemp("e2e-clip")
+    clip = tmp / "clip.avi"
+    segs = [Segment(None, 1.0), Segment(HAPPY, 2.5), Segment(SAD, 2.5), Segment(None, 2.0)]
+    write_video(clip, segs, fps=10)
+    live = Collector(broker, "#")
+    d = Daemon(
+        tmp,
+        broker,
+        "clip",
+        "--source",
+        str(clip),
+        "--model",
+        str(sample_model),
+        "--fps",
+        "10",
+        "--duration",
+        "10",
+        "--stats-interval",
+        "1",
+    )
+    try:
+        rc = d.wait(LIVENESS + 10)
+        time.sleep(0.3)  # the last messages in flight to the subscriber
+        late = Collector(broker, f"{d.base}/#")  # what a subscriber joining now gets
+        ha = Collector(broker, "homeassistant/+/edged_clip/#")
+        wait_until(lambda: len(ha.messages) >= 6, 5)
+        time.sleep(0.3)
+        yield rc, d, live, late, ha
+    finally:
+        d.close()
+        for c in (live, late, ha):
+            c.close()
+
+
+def test_run_exits_0_and_leaves_a_retained_offline(clip_run):
+    rc, d, live, late, _ = clip_run
+    assert rc == 0, d.stderr()
+    avail = [m.text for m in live.on(f"{d.base}/availability")]
+    assert avail[0] == "online" and avail[-1] == "offline"
+    (m,) = late.on(f"{d.base}/availability")
+    assert m.retain and m.text == "offline"
+
+
+def test_state_follows_the_clip_and_says_none_after_the_face_leaves(clip_run):
+    _, d, live, late, _ = clip_run
+    states = [js(m) for m in live.on(f"{d.base}/state")]
+    assert all(set(s) == STATE_KEYS for s in states)
+    assert collapse([s["expression"] for s in states]) == ["none", "happy", "sad", "none"]
+    for s in states:
+        assert 0.0 <= s["confidence"] <= 1.0
+        datetime.fromisoformat(s["timestamp"])
+        assert s["detect"] == "ON"
+    happy = next(s for s in states if s["expression"] == "happy")
+    assert happy["faces"] == 1 and happy["confidence"] > 0.5 and happy["model_version"]
+    (final,) = late.on(f"{d.base}/state")
+    assert final.retain and js(final)["expression"] == "none"
+
+
+def test_event_fires_once_per_transition_and_is_not_retained(clip_run):
+    _, d, live, late, _ = clip_run
+    events = [js(m) for m in live.on(f"{d.base}/event")]
+    assert [(e["from"], e["to"]) for e in events] == [
+        ("none", "happy"),
+        ("happy", "sad"),
+        ("sad", "none"),
+    ]
+    assert all(set(e) == {"from", "to", "confidence", "time"} for e in events)
+    assert not any(m.retain for m in live.on(f"{d.base}/event"))
+    assert late.on(f"{d.base}/event") == []
+
+
+def test_detections_per_frame_with_faces_and_not_retained(clip_run):
+    _, d, live, late, _ = clip_run
+    dets = live.on(f"{d.base}/detections")
+    assert len(dets) >= 20  # ~50 face frames at 10 fps; generous
+    for m in dets:
+        msg = js(m)
+        assert msg["faces"] and set(msg["faces"][0]) == {
+            "expression",
+            "confidence",
+            "distance",
+            "box",
+        }
+        assert len(msg["faces"][0]["box"]) == 4
+    assert {js(m)["faces"][0]["expression"] for m in dets} >= {"happy", "sad"}
+    assert late.on(f"{d.base}/detections") == []
+
+
+def test_camera_stats_and_switch_state_are_retained(clip_run):
+    _, d, live, late, _ = clip_run
+    assert "online" in [m.text for m in live.on(f"{d.base}/camera")]
+    assert late.on(f"{d.base}/camera")[0].retain
+    stats = [js(m) for m in live.on(f"{d.base}/stats")]
+    assert stats, d.stderr()
+    for key in ("fps", "cpu_percent", "rss_mb", "uptime_s", "broker_reconnects", "model"):
+        assert key in stats[-1], key
+    assert stats[-1]["model"]["version"]
+    (sw,) = late.on(f"{d.base}/detect/state")
+    assert sw.retain and sw.text == "ON"
+
+
+def test_discovery_gives_home_assistant_one_device_with_valid_entities(clip_run):
+    _, d, _, _, ha = clip_run
+    configs = {m.topic: js(m) for m in ha.messages}
+    assert len(configs) == 6 and all(m.retain for m in ha.messages)
+    expr = configs["homeassistant/sensor/edged_clip/expression/config"]
+    assert expr["options"] == [*CLASSES, "none"]
+    assert expr["device"]["identifiers"] == ["edged_clip"]
+    for c in configs.values():
+        assert c["availability_topic"] == f"{d.base}/availability"
+        assert c["unique_id"].startswith("edged_clip_")
+        assert c["device"] == expr["device"]
+    sw = configs["homeassistant/switch/edged_clip/detect/config"]
+    assert sw["command_topic"] == f"{d.base}/detect/set"
+
+
+def test_no_image_data_leaves_the_device(clip_run):
+    _, _, live, _, _ = clip_run
+    for m in live.messages:
+        assert not m.payload.startswith(b"\xff\xd8"), m.topic  # JPEG
+        assert len(m.payload) < 4096, m.topic
+
+
+# -- a looping clip: Home Assistant birth, privacy switch, SIGTERM -----------------------
+
+
+def test_birth_resends_discovery_privacy_switch_pauses_and_sigterm_says_offline(
+    broker, sample_model, tmp_path, daemons
+):
+    clip = tmp_path / "happy.avi"
+    write_video(clip, [Segment(HAPPY, 2.0)], fps=10)
+    c = Collector(broker, "#")
+    try:
+        d = Daemon(
+            tmp_path, broker, "loop", "--source", str(clip), "--loop",
+            "--model", str(sample_model), "--fps", "8", "--duration", "60",
+        )  # fmt: skip
+        daemons.append(d)
+        base = d.base
+        host = {"hostname": broker.host, "port": broker.port}
+        c.wait_for(f"{base}/state", lambda m: js(m)["expression"] == "happy", LIVENESS)
+
+        # Home Assistant restarts: discovery comes again, live.
+        n = len(c.on("homeassistant/sensor/edged_loop/expression/config"))
+        mqtt_publish.single("homeassistant/status", "online", **host)
+        assert wait_until(
+            lambda: len(c.on("homeassistant/sensor/edged_loop/expression/config")) > n, 10
+        )
+
+        # Privacy OFF: state goes to none, then nothing about expressions.
+        mqtt_publish.single(f"{base}/detect/set", "OFF", **host)
+        c.wait_for(f"{base}/detect/state", lambda m: m.text == "OFF")
+        off = c.wait_for(f"{base}/state", lambda m: js(m)["detect"] == "OFF")
+        assert js(off)["expression"] == "none"
+        time.sleep(0.5)
+        n_state, n_det = len(c.on(f"{base}/state")), len(c.on(f"{base}/detections"))
+        time.sleep(2.0)
+        assert len(c.on(f"{base}/state")) == n_state
+        assert len(c.on(f"{base}/detections")) == n_det
+        assert d.proc.poll() is None
+
+        # Privacy ON: back to happy.
+        mqtt_publish.single(f"{base}/detect/set", "ON", **host)
+        c.wait_for(f"{base}/detect/state", lambda m: m.text == "ON")
+        assert wait_until(
+            lambda: js(c.on(f"{base}/state")[-1])["expression"] == "happy", LIVENESS
+        ), d.stderr()
+        assert len(c.on(f"{base}/detections")) > n_det
+
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.wait() == 0
+        c.wait_for(f"{base}/availability", lambda m: m.text == "offline")
+        late = Collector(broker, f"{base}/availability")
+        try:
+            m = late.wait_for(f"{base}/availability")
+            assert m.retain and m.text == "offline"
+        finally:
+            late.close()
+    finally:
+        c.close()
+
+
+# -- the broker goes away for 10 s -------------------------------------------------------
+
+
+def test_broker_outage_reconnects_resends_online_and_newest_state_no_old_events_and_will(
+    private_broker, sample_model, tmp_path, daemons
+):
+    b = private_broker
+    clip = tmp_path / "alternating.avi"
+    write_video(clip, [Segment(HAPPY, 1.5), Segment(SAD, 1.5)], fps=10)
+    c = Collector(b, "#")
+    try:
+        d = Daemon(
+            tmp_path, b, "outage", "--source", str(clip), "--loop",
+            "--model", str(sample_model), "--fps", "5", "--stats-interval", "1",
+        )  # fmt: skip
+        daemons.append(d)
+        base = d.base
+        c.wait_for(f"{base}/event", lambda m: js(m)["to"] in ("happy", "sad"), LIVENESS)
+        rss_before = _rss_kb(d.proc.pid)
+
+        b.stop()
+        time.sleep(10)
+        assert d.proc.poll() is None, d.stderr()
+        rss_away = _rss_kb(d.proc.pid)
+        c.clear()
+        back = time.time()
+        b.start()
+
+        c.wait_for(f"{base}/availability", lambda m: m.text == "online", LIVENESS)
+        state = c.wait_for(f"{base}/state", timeout=10)
+        assert js(state)["expression"] in ("happy", "sad")
+        # The state sent on reconnect is the newest, made while away or just now.
+        assert datetime.fromisoformat(js(state)["timestamp"]).timestamp() >= back - 1.5
+        stats = js(c.wait_for(f"{base}/stats", lambda m: js(m)["broker_reconnects"] >= 1))
+        assert stats["mqtt_dropped"] > 0  # events/detections while away: dropped, not queued
+        time.sleep(1.0)
+        for m in c.on(f"{base}/event"):  # events after the reconnect only
+            assert datetime.fromisoformat(js(m)["time"]).timestamp() >= back - 0.5, js(m)
+        assert "MQTT: lost the broker" in d.stderr()
+        assert "MQTT: reconnected" in d.stderr()
+        # Bounded: 10 s of 5 fps without a broker must not pile anything up.
+        assert rss_away - rss_before < 20_000, (rss_before, rss_away)
+
+        # SIGKILL: no goodbye from the daemon, the broker's last will says offline.
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+        c.wait_for(f"{base}/availability", lambda m: m.text == "offline", 10)
+    finally:
+        c.close()
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+# -- a broker that wants a password; a broker that wants TLS -----------------------------
+
+
+def test_password_broker_wrong_password_is_one_clear_log_line_and_the_daemon_lives_on(
+    auth_broker, sample_model, tmp_path, daemons
+):
+    clip = tmp_path / "c.avi"
+    write_video(clip, [Segment(HAPPY, 2.0)], fps=10)
+    common = ("--source", str(clip), "--loop", "--model", str(sample_model), "--fps", "5")
+    bad = Daemon(tmp_path, auth_broker, "badpw", *common, "--duration", "4",
+                 username=USER, password="Xq7-not-it")  # fmt: skip
+    daemons.append(bad)
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    good = Daemon(tmp_path, auth_broker, "goodpw", *common, "--duration", "30",
+                  username=USER, password_file=str(pw))  # fmt: skip
+    daemons.append(good)
+    c = Collector(auth_broker, "edged/#", username=USER, password=PASSWORD)
+    try:
+        c.wait_for("edged/goodpw/availability", lambda m: m.text == "online", LIVENESS)
+        assert bad.wait() == 0  # ran its full duration: the broker never killed it
+        err = bad.stderr()
+        assert err.count("bad username or password") == 1, err
+        assert "Xq7-not-it" not in err  # never logged
+        assert c.on("edged/badpw/state") == []
+        good.proc.send_signal(signal.SIGTERM)
+        assert good.wait() == 0
+    finally:
+        c.close()
+
+
+def test_tls_broker_with_client_certificate(tls_broker, sample_model, tmp_path, daemons):
+    b, f = tls_broker
+    clip = tmp_path / "c.avi"
+    write_video(clip, [Segment(HAPPY, 2.0)], fps=10)
+    c = Collector(b, "edged/#", tls_ca=f.ca, tls_cert=f.client_cert, tls_key=f.client_key)
+    try:
+        d = Daemon(
+            tmp_path, b, "tls", "--source", str(clip), "--loop", "--model", str(sample_model),
+            "--fps", "5", "--duration", "30",
+            ca_file=str(f.ca), certfile=str(f.client_cert), keyfile=str(f.client_key),
+        )  # fmt: skip
+        daemons.append(d)
+        c.wait_for("edged/tls/availability", lambda m: m.text == "online", LIVENESS)
+        c.wait_for("edged/tls/state", lambda m: js(m)["expression"] == "happy", LIVENESS)
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.wait() == 0
+    finally:
+        c.close()
