@@ -353,8 +353,10 @@ class FrameGrabber:
     or an irregular consumer) waits for the next grabbed frame, at most a few source
     intervals. ``decode_all`` decodes every frame instead (for comparison benchmarks).
 
-    ``on_state(online, reason)`` is called from the grabber thread on every change of
-    state (and when the reason for being offline changes), never once per retry.
+    ``on_state(online, reason)`` is called on every change of state (and when the reason
+    for being offline changes), never once per retry: from the grabber thread, except
+    that a stall (no frame for ``read_timeout`` while a read is blocked in the driver)
+    is noticed, and reported, by the thread calling `latest`.
     A video file that ends (without ``loop``) sets `ended` and stops the thread; every
     other failure is retried with capped exponential backoff until `stop`. A file is
     played at its own rate when ``realtime`` (``camera.fps`` overrides that rate),
@@ -389,6 +391,7 @@ class FrameGrabber:
         self._last_take = 0.0  # monotonic time of the last take
         self._period = 0.0  # smoothed interval between takes (0: not known yet)
         self._interval = 0.0  # smoothed interval between grabs (the thread's own)
+        self._last_grab = 0.0  # monotonic time of the last grab, for the stall check
         # Counters and state, written under the lock by the thread.
         self._grabbed = 0
         self._decoded = 0
@@ -432,6 +435,7 @@ class FrameGrabber:
         grabbed frame (a few source intervals at most). The returned image is not written
         by the grabber until the next call.
         """
+        self._check_stall()
         with self._cond:
             if self._fresh and self._online and self._grabbed - self._ready_seq > STALE_GRABS:
                 self._fresh = False  # decoded for a call that never came: too old now
@@ -458,6 +462,19 @@ class FrameGrabber:
                     timeout,
                 )
             return self._take(after_seq)
+
+    def _check_stall(self) -> None:
+        """A read blocked in the driver cannot report itself: the consumer notices.
+
+        No frame for ``read_timeout`` (or three source intervals, if longer) while online
+        means offline; the grabber reports online again when frames resume.
+        """
+        if not self._online or not self._last_grab:
+            return
+        silent = time.monotonic() - self._last_grab
+        limit = max(self.settings.read_timeout, 3 * self._interval)
+        if silent > limit and not self._ended and not self._stop.is_set():
+            self._report(False, f"no frame for {limit:g} s (camera or stream stalled?)")
 
     def _has_newer(self, after_seq: int) -> bool:
         if self._fresh:
@@ -589,6 +606,8 @@ class FrameGrabber:
                 self._interval = 0.9 * self._interval + 0.1 * (now - last_grab)
                 last_grab = now
                 seq = self._count_grab()
+                if not self._online:  # a stall (see `latest`) is over
+                    self._report(True, f"{source.name} delivers frames again")
                 if not self._should_decode(now):
                     with self._lock:
                         self._dropped += 1
@@ -610,6 +629,7 @@ class FrameGrabber:
     def _count_grab(self) -> int:
         with self._lock:
             self._grabbed += 1
+            self._last_grab = time.monotonic()
             return self._grabbed
 
     def _should_decode(self, now: float) -> bool:
@@ -634,6 +654,7 @@ class FrameGrabber:
             # The old ready buffer becomes the next read target; the consumer's is untouched.
             self._back, self._ready = self._ready, image
             self._decoded += 1
+            self._wanted = False  # one decode per request; the caller takes it or it ages
             self._ready_seq = seq
             self._ready_time = (wall, mono)
             self._fresh = True

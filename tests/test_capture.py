@@ -422,6 +422,82 @@ def test_unreachable_stream_is_retried_with_a_clear_reason(http_dir, grabbers) -
     ]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_stalled_source_goes_offline_then_online_when_frames_resume(tmp_path, grabbers):
+    """A read blocked for good (a hung driver) is noticed by the consumer's calls.
+
+    A named pipe plays the hung camera: the writer stops mid-clip, keeping it open.
+    """
+    data = write_clip(tmp_path / "c.avi", 200, 25.0).read_bytes()
+    fifo = tmp_path / "stalled.avi"
+    os.mkfifo(fifo)
+    resume = threading.Event()
+
+    def writer() -> None:
+        with open(fifo, "wb") as f:
+            f.write(data[: len(data) // 3])
+            f.flush()
+            resume.wait(30)
+            f.write(data[len(data) // 3 :])
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    states = States()
+    g = grabbers(settings(fifo, realtime=False, read_timeout=0.3), states)
+    try:
+        until(lambda: g.online)
+
+        def consumer_sees_stall() -> bool:
+            g.latest()  # the daemon's loop keeps calling once per tick
+            return not g.online
+
+        until(consumer_sees_stall)
+        assert states.items[-1] == (False, "no frame for 0.3 s (camera or stream stalled?)")
+        assert g.stats.last_error == states.items[-1][1]
+        resume.set()
+        until(lambda: g.online or g.ended)
+        assert (True, f"{fifo} delivers frames again") in states.items
+    finally:
+        resume.set()
+        t.join(5)
+
+
+def test_stalled_stream_times_out_after_read_timeout(tmp_path, grabbers) -> None:
+    """A network stream that stops sending (connection still open) counts as failed."""
+    data = write_clip(tmp_path / "s.avi", 200, 25.0).read_bytes()
+    release = threading.Event()
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 4])
+            self.wfile.flush()
+            release.wait(20)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/live.avi"
+    states = States()
+    try:
+        g = grabbers(settings(url, realtime=False, read_timeout=0.5, retry_initial=5.0), states)
+        until(lambda: g.stats.failures >= 1)  # no consumer calls: FFmpeg's own timeout
+        assert states.items[-1] == (
+            False,
+            f"{url} stopped delivering frames (unplugged or stream broken?)",
+        )
+        assert g.running
+    finally:
+        release.set()
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_backoff_grows_up_to_its_cap(tmp_path, grabbers) -> None:
     target = tmp_path / "never.avi"
     g = grabbers(settings(target, retry_initial=0.05, retry_max=0.2))
