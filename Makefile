@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   := build/demo
 
-.PHONY: all demo test test-fast bench lint check clean install uninstall
+.PHONY: all demo test test-fast bench bench-soak lint check clean install uninstall
 
 all: $(STAMP)
 
@@ -28,6 +28,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+bench-soak: $(STAMP)
+	$(PY) -m bench soak --minutes 10
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edged tests bench

@@ -180,7 +180,16 @@ def soak(args: argparse.Namespace) -> int:
             proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=30)
         reader.join(timeout=5)
-    return report(args, rc, samples, rec, v1, v2, skipped_before_reload)
+    return report(args, rc, samples, rec, v2, reloaded_at, skipped_before_reload)
+
+
+def trend(samples: list[tuple[float, float, float]], t0: float, t1: float) -> float | None:
+    """RSS slope (MB per minute, least squares) over samples with t0 <= t < t1."""
+    part = [(t, r) for t, _, r in samples if t0 <= t < t1]
+    if len(part) < 3:
+        return None
+    t, r = np.array(part).T
+    return float(np.polyfit(t / 60.0, r, 1)[0])
 
 
 def report(
@@ -188,8 +197,8 @@ def report(
     rc: int,
     samples: list[tuple[float, float, float]],
     rec: Records,
-    v1: str,
     v2: str,
+    reloaded_at: float | None,
     skipped_before_reload: int,
 ) -> int:
     warm = [s for s in samples if s[0] >= min(30.0, samples[-1][0] / 4)] if samples else []
@@ -199,9 +208,12 @@ def report(
     (ta, ca, _), (tb, cb, _) = warm[0], warm[-1]
     cpu = 100.0 * (cb - ca) / (tb - ta)
     rss = np.array([s[2] for s in warm])
-    times = np.array([s[0] for s in warm])
-    slope = float(np.polyfit(times / 60.0, rss, 1)[0]) if len(rss) > 2 else 0.0
     half = len(rss) // 2
+    # Loading the new model allocates once: judge growth within each half, around it.
+    end = samples[-1][0] + 1
+    cut = reloaded_at if reloaded_at is not None else end
+    slopes = [trend(samples, ta, cut), trend(samples, cut + 20, end)]
+    slope_txt = " / ".join("-" if v is None else f"{v:+.2f}" for v in slopes)
     last = rec.stats[-1] if rec.stats else {}
     skipped = int(last.get("skipped_ticks", -1))
     reloaded = v2 in rec.versions
@@ -215,7 +227,7 @@ def report(
         f"| RSS: first half median / second half median / max | "
         f"{np.median(rss[:half]):.1f} / {np.median(rss[half:]):.1f} / {rss.max():.1f} MB | "
         "< 120 MB, not growing |",
-        f"| RSS trend (least squares over the run) | {slope:+.3f} MB/min | ~0 |",
+        f"| RSS trend before / after the reload (least squares) | {slope_txt} MB/min | ~0 |",
         f"| frames processed / with a face | {rec.frames} / {rec.faces} | "
         f"{args.fps * args.minutes * 60:.0f} |",
         f"| skipped ticks (whole run / after the reload) | {skipped} / "
@@ -230,7 +242,16 @@ def report(
             f"rss {last.get('rss_mb')} MB, latency p50/p95 {last.get('latency_ms')} ms | |"
         )
     print("\n".join(lines))
-    ok = rc == 0 and cpu < 10 and rss.max() < 120 and skipped == 0 and reloaded and rec.frames > 0
+    growing = any(v is not None and v >= 0.5 for v in slopes)
+    ok = (
+        rc == 0
+        and cpu < 10
+        and rss.max() < 120
+        and not growing
+        and skipped == 0
+        and reloaded
+        and rec.frames > 0
+    )
     return 0 if ok else 1
 
 
