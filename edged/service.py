@@ -416,7 +416,7 @@ class Service:
         elif m.state == "error" and m.version is None:
             mod = f"no usable model ({m.error})"
         else:
-            mod = f"model {m.version}" + (f" (reload failed: {m.error})" if m.error else "")
+            mod = f"model {m.version}" + (f" ({m.error})" if m.error else "")
         if not self.controls.detect.is_set():
             mod += ", detection paused"
         fps = ""
