@@ -49,7 +49,11 @@ class Output(Protocol):
         """Non-blocking: connect in the background."""
 
     def on_frame(self, result: FrameResult | None, now: float) -> None:
-        """Every tick; None = no new frame, or detection switched off this tick."""
+        """Every tick; None = no new frame, or detection switched off this tick.
+
+        ``now`` is the wall clock (``time.time()``), for timestamps in payloads; it can
+        jump (NTP), so measure intervals with ``time.monotonic()`` instead.
+        """
 
     def on_camera(self, online: bool, reason: str) -> None:
         """The camera went online or offline (``reason`` says why)."""
