@@ -166,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd.append("--no-mqtt")
     _say(
         "3/3 running: "
-        + " ".join(cmd[1:])
+        + "edged "
+        + " ".join(cmd[3:])
         + (
             "\n      (MQTT: publishing to localhost:1883)"
             if mqtt
