@@ -344,3 +344,96 @@ def test_install_script_without_an_action_prints_usage():
     proc = _script("", dict(os.environ))
     assert proc.returncode == 2
     assert "usage:" in proc.stderr
+
+
+# -- nothing written outside the state directory ------------------------------------------
+
+STRACE = shutil.which("strace")
+WRITE_CALLS = (
+    "open,openat,openat2,creat,mkdir,mkdirat,rename,renameat,renameat2,unlink,unlinkat,"
+    "rmdir,link,linkat,symlink,symlinkat,truncate,chmod,fchmodat"
+)
+_PATHS = re.compile(r'"([^"]*)"')
+
+
+def _writes(cmd: list[str], cwd: Path, trace: Path) -> tuple[subprocess.CompletedProcess, set]:
+    """Run cmd under strace; the paths it created, changed or opened for writing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # as the unit sets it: /opt is read-only there
+    proc = subprocess.run(
+        [STRACE, "-f", "-qq", "-o", str(trace), "-e", f"trace={WRITE_CALLS}", *cmd],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if "PTRACE" in proc.stderr or "ptrace" in proc.stderr:
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
+    written = set()
+    for line in trace.read_text().splitlines():
+        call = line.split(None, 1)[-1]
+        if call.startswith(("open", "creat")) and not re.search(r"O_WRONLY|O_RDWR|O_CREAT", call):
+            continue  # opened for reading
+        if call.startswith(
+            (
+                "open",
+                "creat",
+                "mkdir",
+                "rename",
+                "unlink",
+                "rmdir",
+                "link",
+                "symlink",
+                "truncate",
+                "chmod",
+                "fchmodat",
+            )
+        ):
+            written.update(p for p in _PATHS.findall(call) if p != "/dev/null")
+    return proc, written
+
+
+def _inside(path: str, cwd: Path, state: Path) -> bool:
+    full = Path(path) if path.startswith("/") else cwd / path
+    return full.resolve().is_relative_to(state.resolve())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(STRACE is None, reason="strace is not installed")
+def test_daemon_writes_nothing_at_all(tmp_path, sample_model, face_video, clean_env):
+    from tests.conftest import SAMPLE, Segment
+
+    state = tmp_path / "state"  # the service's working directory, as in the unit
+    state.mkdir()
+    shutil.copy(sample_model, state / "trainer.yml")
+    clip, _ = face_video([Segment(next((SAMPLE / "images").iterdir()), 1.0)])
+    config = tmp_path / "edged.toml"
+    # As installed, but with a relative model path: it must resolve in the working directory.
+    config.write_text(render_config.render((ROOT / "config/edged.toml").read_text(), "trainer.yml"))
+    cmd = [sys.executable, "-m", "edged", "run", "--config", str(config)]
+    cmd += ["--source", str(clip), "--loop", "--duration", "2", "--no-mqtt"]
+    proc, written = _writes(cmd, state, tmp_path / "trace")
+    assert proc.returncode == 0, proc.stderr
+    assert "loaded model" in proc.stderr  # it did run and read its model
+    assert written == set()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(STRACE is None, reason="strace is not installed")
+def test_trainer_writes_only_the_model_file_and_its_temporary(tmp_path, clean_env):
+    from tests.conftest import SAMPLE
+
+    state = tmp_path / "state"
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from edged.cli import train_main; sys.exit(train_main())",
+    ]
+    cmd += [str(SAMPLE), "-o", str(state / "trainer.yml"), "-q", "--classes", "happy,sad"]
+    proc, written = _writes(cmd, tmp_path, tmp_path / "trace")
+    assert proc.returncode == 0, proc.stderr
+    assert (state / "trainer.yml").is_file()
+    assert written, "the trace saw no writes at all: it is not tracing what it should"
+    assert {p for p in written if not _inside(p, tmp_path, state)} == set()
