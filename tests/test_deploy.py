@@ -328,16 +328,22 @@ def test_install_without_root_or_destdir_says_to_use_sudo_and_changes_nothing(tm
     env = _env(tmp_path / "root", tmp_path / "log")
     del env["DESTDIR"]
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    proc = subprocess.run(
-        [*nobody, "bash", str(INSTALL), "install"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    existed = Path("/opt/edged").exists()
+    # The script comes on stdin: user nobody may not be allowed to read the checkout.
+    with INSTALL.open() as script:
+        proc = subprocess.run(
+            [*nobody, "bash", "-s", "install"],
+            stdin=script,
+            cwd="/",
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
     assert proc.returncode != 0
     assert "run as root: sudo make install" in proc.stderr
+    assert Path("/opt/edged").exists() == existed
 
 
 def test_install_script_without_an_action_prints_usage():
