@@ -437,9 +437,7 @@ class FrameGrabber:
         """
         self._check_stall()
         with self._cond:
-            if self._fresh and self._online and self._grabbed - self._ready_seq > STALE_GRABS:
-                self._fresh = False  # decoded for a call that never came: too old now
-                self._dropped += 1
+            self._drop_stale()
             if not self._has_newer(after_seq) and self._online and not self._stop.is_set():
                 self._wanted = True
                 self._cond.notify_all()
@@ -455,6 +453,7 @@ class FrameGrabber:
         Returns None on timeout, on `stop`, or once a file has ended.
         """
         with self._cond:
+            self._drop_stale()
             if not self._has_newer(after_seq):
                 self._wanted = True
                 self._cond.wait_for(
@@ -475,6 +474,12 @@ class FrameGrabber:
         limit = max(self.settings.read_timeout, 3 * self._interval)
         if silent > limit and not self._ended and not self._stop.is_set():
             self._report(False, f"no frame for {limit:g} s (camera or stream stalled?)")
+
+    def _drop_stale(self) -> None:
+        """Under the lock: a frame decoded for a call that never came is too old now."""
+        if self._fresh and self._online and self._grabbed - self._ready_seq > STALE_GRABS:
+            self._fresh = False
+            self._dropped += 1
 
     def _has_newer(self, after_seq: int) -> bool:
         if self._fresh:
