@@ -258,6 +258,15 @@ def test_make_install_twice_then_uninstall_twice_keeps_config_and_model(tmp_path
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
     unit = (root / "usr/local/lib/systemd/system/edged.service").read_text()
     assert unit == UNIT.read_text()
+    if ANALYZE:  # systemd finds the unit by name where it was installed
+        found = subprocess.run(
+            [ANALYZE, "security", "--offline=true", f"--root={root}", "edged.service"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert "Overall exposure level for edged.service" in found.stdout, found.stderr
     where = subprocess.run(
         [str(venv / "bin/python"), "-c", "import edged; print(edged.__file__)"],
         capture_output=True,
