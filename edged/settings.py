@@ -8,10 +8,13 @@ naming every bad field, its value and the reason.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import socket
 import textwrap
 import tomllib
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -239,13 +242,44 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, InitSettingsSource(settings_cls, _FILE_VALUES.get()))
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """One line per bad field: ``section.key = value: reason``."""
+def _nested(values: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    node: Any = values
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _origin(
+    loc: tuple[Any, ...],
+    config: Path | None,
+    file_values: dict[str, Any],
+    overrides: dict[str, Any],
+    environ: Mapping[str, str],
+) -> str:
+    """Which source gave a field its (bad) value: the highest one that sets it."""
+    if _nested(overrides, loc):
+        return " (command line)"
+    if len(loc) == 2:
+        var = f"EDGED_{loc[0]}__{loc[1]}".upper()
+        if any(k.upper() == var for k in environ):
+            return f" (environment {var})"
+    if config is not None and _nested(file_values, loc):
+        return f" ({config})"
+    return ""
+
+
+def format_validation_error(
+    err: ValidationError, where: Callable[[tuple[Any, ...]], str] | None = None
+) -> str:
+    """One line per bad field: ``section.key = value (source): reason``."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        origin = where(tuple(e["loc"])) if where else ""
         if e["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown setting")
+            lines.append(f"{loc}{origin}: unknown setting")
             continue
         value = e.get("input")
         msg = e["msg"].removeprefix("Value error, ")
@@ -253,7 +287,7 @@ def format_validation_error(err: ValidationError) -> str:
             lines.append(f"{loc}: {msg}")
             continue
         shown = "***" if "password" in loc else repr(value)
-        lines.append(f"{loc} = {shown}: {msg}")
+        lines.append(f"{loc} = {shown}{origin}: {msg}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
@@ -267,7 +301,11 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
     try:
         return Settings(**(overrides or {}))
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e)) from None
+        where = functools.partial(
+            _origin, config=config, file_values=file_values, overrides=overrides or {},
+            environ=os.environ,
+        )  # fmt: skip
+        raise ConfigError(format_validation_error(e, where)) from None
     finally:
         _FILE_VALUES.reset(token)
 

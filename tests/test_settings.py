@@ -48,13 +48,13 @@ def test_an_unknown_key_in_the_file_is_an_error_naming_it(tmp_path, clean_env):
     cfg = write(tmp_path, "[camera]\nsoruce = 1\n[lop]\nfps = 2\n")
     with pytest.raises(ConfigError) as e:
         load_settings(cfg)
-    assert "camera.soruce: unknown setting" in str(e.value)
-    assert "lop: unknown setting" in str(e.value)
+    assert f"camera.soruce ({cfg}): unknown setting" in str(e.value)
+    assert f"lop ({cfg}): unknown setting" in str(e.value)
 
 
 def test_an_unknown_key_in_the_environment_is_an_error(monkeypatch, clean_env):
     monkeypatch.setenv("EDGED_LOOP__FSP", "3")
-    with pytest.raises(ConfigError, match=r"loop\.fsp: unknown setting"):
+    with pytest.raises(ConfigError, match=r"loop\.fsp \(environment EDGED_LOOP__FSP\): unknown"):
         load_settings()
 
 
@@ -63,8 +63,8 @@ def test_a_bad_value_names_the_field_the_value_and_the_reason(tmp_path, clean_en
     with pytest.raises(ConfigError) as e:
         load_settings(cfg)
     text = str(e.value)
-    assert "loop.fps = -1: Input should be greater than 0" in text
-    assert re.search(r"log\.level = 'loud': Input should be 'debug', 'info'", text)
+    assert f"loop.fps = -1 ({cfg}): Input should be greater than 0" in text
+    assert re.search(r"log\.level = 'loud' \(.*\): Input should be 'debug', 'info'", text)
 
 
 def test_a_file_that_is_missing_or_not_toml_is_named(tmp_path, clean_env):
@@ -138,10 +138,21 @@ def test_config_check_exits_78_naming_the_bad_field(tmp_path, capsys, clean_env)
     cfg = write(tmp_path, "[camera]\nwidth = -5\n")
     assert cli.main(["config", "check", "--config", str(cfg)]) == 78
     err = capsys.readouterr().err
-    assert "camera.width = -5" in err
+    assert f"camera.width = -5 ({cfg})" in err
     assert "greater than or equal to 0" in err
 
 
 def test_config_example_prints_the_documented_file(capsys):
     assert cli.main(["config", "example"]) == 0
     assert capsys.readouterr().out == example_toml()
+
+
+def test_an_error_says_which_source_gave_the_bad_value(tmp_path, monkeypatch, clean_env):
+    cfg = write(tmp_path, "[loop]\nfps = -1\nmax_faces = 0\n")
+    monkeypatch.setenv("EDGED_LOOP__MAX_FACES", "-2")  # the environment wins over the file
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, {"loop": {"stats_interval": -1}})
+    text = str(e.value)
+    assert f"loop.fps = -1 ({cfg})" in text
+    assert "loop.max_faces = '-2' (environment EDGED_LOOP__MAX_FACES)" in text
+    assert "loop.stats_interval = -1 (command line)" in text
