@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run the daemon: camera -> faces -> expressions -> outputs",
-        description="Read the camera at a fixed rate, detect faces, classify their "
-        "expression with the model file, and publish each result (MQTT, JSON lines on "
+        description="Read the camera at a fixed rate, detect faces, classify their\n"
+        "expression with the model file, and publish each result (MQTT, JSON lines on\n"
         "stdout). Runs until stopped; reloads the model file when it changes.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
