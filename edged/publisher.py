@@ -298,6 +298,9 @@ class MqttPublisher:
                 log.warning("MQTT: could not publish 'offline' before exit")
         self.client.disconnect()
         self.client.loop_stop()
+        sock = self.client.socket()  # paho leaves it open if stopped mid-reconnect
+        if sock is not None:
+            sock.close()
 
     # -- publishing --------------------------------------------------------------------
 

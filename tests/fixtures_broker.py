@@ -210,6 +210,9 @@ class Collector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        sock = self.client.socket()  # paho leaves it open if stopped mid-reconnect
+        if sock is not None:
+            sock.close()
 
 
 @dataclass(frozen=True)

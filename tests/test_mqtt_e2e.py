@@ -16,10 +16,23 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import cv2
+import numpy as np
 import paho.mqtt.publish as mqtt_publish
 import pytest
-from conftest import CLASSES, SAMPLE, Segment, write_video
+from conftest import CLASSES, SAMPLE, Segment, sample_images, scene, write_video
 from fixtures_broker import PASSWORD, USER, Broker, Collector, wait_until
+
+from edged.vision import (
+    DetectorConfig,
+    FaceDetector,
+    LBPHParams,
+    ModelMeta,
+    PreprocessConfig,
+    Preprocessor,
+    to_gray,
+    write_model,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -99,6 +112,49 @@ def js(m) -> dict:
 
 def collapse(values: list) -> list:
     return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+
+
+@pytest.fixture(scope="module")
+def sample_model(tmp_path_factory) -> Path:
+    """A nearest-neighbour model of the very scenes the clips show (this file's own).
+
+    These tests are about MQTT, not accuracy: a model that recognises its training
+    frames keeps them independent of how the shared trainer generalises.
+    """
+    detector = FaceDetector(
+        DetectorConfig(scale_factor=1.2, min_neighbors=5, min_size=0.1, max_width=320)
+    )
+    pre = Preprocessor(PreprocessConfig())
+    params = LBPHParams()
+    faces, labels = [], []
+    for i, cls in enumerate(CLASSES):
+        photos = dict.fromkeys([*(p for p in (HAPPY, SAD) if p.name in _listed(cls))])
+        photos.update(dict.fromkeys(sample_images(cls, 2)))
+        for photo in photos:
+            _, buf = cv2.imencode(".jpg", scene(photo))
+            gray = to_gray(cv2.imdecode(buf, cv2.IMREAD_COLOR))
+            boxes = detector.detect(gray)
+            if not boxes:
+                assert photo not in (HAPPY, SAD), f"no face found in {photo}"
+                continue
+            faces.append(pre(gray, boxes[0]).copy())
+            labels.append(i)
+    recognizer = params.create()
+    recognizer.train(faces, np.array(labels, np.int32))
+    path = tmp_path_factory.mktemp("mqtt-model") / "trainer.yml"
+    write_model(
+        path,
+        list(recognizer.getHistograms()),
+        labels,
+        dict(enumerate(CLASSES)),
+        params,
+        ModelMeta(preprocess=PreprocessConfig()),
+    )
+    return path
+
+
+def _listed(cls: str) -> set[str]:
+    return set((SAMPLE / f"{cls}.txt").read_text().split())
 
 
 # -- one full run of a clip: every topic, its schema and retain flag ---------------------
