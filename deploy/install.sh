@@ -11,10 +11,10 @@
 #
 # Variables (make passes them through): DESTDIR (staging root: nothing outside it is
 # touched, paths written into files stay final), PREFIX=/opt/edged, BINDIR=/usr/local/bin,
-# UNITDIR=/usr/local/lib/systemd/system (a `systemctl edit --full` copy in /etc wins
-# over it, so admins' edits survive updates), PYTHON=python3, PACKAGE (what pip installs; default: this
-# source tree), EXTRAS=systemd, PIP_INSTALL_ARGS (extra pip arguments), SYSTEMCTL
-# (default: systemctl when systemd runs, else skipped), SYSTEM_DEPS (default:
+# UNITDIR=/usr/local/lib/systemd/system (a `systemctl edit --full` copy in /etc wins over
+# it, so admins' edits survive updates), PYTHON=python3, PACKAGE (what pip installs;
+# default: this source tree), EXTRAS=systemd, PIP_INSTALL_ARGS (extra pip arguments),
+# SYSTEMCTL (default: systemctl when systemd runs, else skipped), SYSTEM_DEPS (default:
 # tools/system-deps; "true" skips it).
 set -euo pipefail
 
@@ -79,10 +79,13 @@ check() {
 }
 
 venv_python() {
-	# Reuse the virtualenv when it still runs (an update); recreate it when the system's
-	# Python changed under it (a distribution upgrade) or it lacks the system packages.
-	local venv=$DESTDIR$PREFIX py=$DESTDIR$PREFIX/bin/python
-	if [ -x "$py" ] && "$py" -c '' 2>/dev/null &&
+	# Reuse the virtualenv on an update; recreate it when the system's Python is another
+	# version now (a distribution upgrade) or the venv cannot see the system packages.
+	local venv=$DESTDIR$PREFIX py=$DESTDIR$PREFIX/bin/python want have
+	want=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])') ||
+		die "cannot run $PYTHON (set PYTHON=/path/to/python3)"
+	have=$(sed -n 's/^version\(_info\)\{0,1\} *= *\([0-9]*\.[0-9]*\).*/\2/p' "$venv/pyvenv.cfg" 2>/dev/null || :)
+	if [ "$have" = "$want" ] && [ -x "$py" ] && "$py" -c '' 2>/dev/null &&
 		grep -qs '^include-system-site-packages *= *true' "$venv/pyvenv.cfg"; then
 		return
 	fi

@@ -276,12 +276,17 @@ def test_make_install_twice_then_uninstall_twice_keeps_config_and_model(tmp_path
     ).stdout
     assert where.startswith(str(venv / "lib"))
 
-    # The admin edits the configuration; an update must not undo it.
+    # The admin edits the configuration; an update must not undo it. Meanwhile the
+    # system's Python became another version (a distribution upgrade).
     config.write_text(config.read_text().replace("[mqtt]", '[mqtt]\nhost = "broker.lan"', 1))
     edited = config.read_bytes()
+    cfg = venv / "pyvenv.cfg"
+    cfg.write_text(re.sub(r"(?m)^version = .*$", "version = 3.9.2", cfg.read_text()))
     second = _make("install", env)
     assert second.returncode == 0, second.stderr
     assert "keeping your /etc/edged/edged.toml" in second.stderr
+    assert "creating the virtualenv" in second.stderr  # rebuilt for the new Python
+    assert "version = 3.9.2" not in cfg.read_text()
     assert config.read_bytes() == edited
     assert _files(root) >= INSTALLED
 
