@@ -1,12 +1,22 @@
-"""Turns prepared face images into the histograms a model file keeps.
+"""Turns prepared face images into the few histograms and the scorer a model file keeps.
 
-The first cut trains LBPH on every face as given. (The accuracy work replaces the
-inside of `fit` — mirrored copies, prototypes per class, a fitted temperature —
-behind the same signature.)
+Why this shape (issue 7; numbers in docs/accuracy.md): a nearest-neighbour over every
+training face is slow, huge and barely beats chance on new people. Instead, per class,
+the mean LBPH histogram of its faces and their mirror images (averaged in square-root
+space, where chi-square behaves like a Euclidean distance) is cut into horizontal bands
+of cells: one *region prototype* per class and band, zero outside its band. LBPH's own
+chi-square distance to such a prototype is the distance within that band plus a
+constant, so the distances tell how much the brows, eyes, nose and mouth each look like
+each class. A multinomial logistic regression over those distances, fitted on
+distances of held-out *people* (inner cross-validation on the training set only), picks
+the class and gives a calibrated confidence. Model size and per-face cost depend only on
+classes x bands, never on the number of training images.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,15 +38,30 @@ from edged.vision import (
     write_model,
 )
 
+log = logging.getLogger("edged.fitting")
+
 # Still photos (training images, `edged detect` on a file): the dataset's photos are
-# tight face crops, so pad the image before the scan and accept faces that fill it.
-IMAGE_DETECTOR = DetectorConfig(scale_factor=1.1, min_neighbors=4, min_size=0.2, pad=0.3)
+# tight face crops, so pad the image before the scan (room for the cascade window),
+# scan a downscaled copy (speed) with a fine scale step and few neighbours (recall).
+IMAGE_DETECTOR = DetectorConfig(
+    scale_factor=1.05, min_neighbors=3, min_size=0.2, max_width=128, pad=0.5
+)
 
 
 @dataclass(frozen=True)
 class FitConfig:
+    """``band``: rows of LBPH cells per region prototype (0: one whole-face prototype per
+    class); ``mirror``: add mirrored copies of the training faces; ``l2``: ridge penalty
+    of the scorer (None: chosen from `L2_GRID` by held-out log-loss); ``inner_folds``:
+    person-grouped folds that produce held-out distances."""
+
     lbph: LBPHParams = field(default_factory=LBPHParams)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    band: int = 2
+    mirror: bool = True
+    l2: float | None = None
+    inner_folds: int = 3
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,132 @@ class FittedModel:
     meta: ModelMeta
 
 
+def lbph_histograms(faces: Sequence[np.ndarray], params: LBPHParams) -> np.ndarray:
+    """LBPH's own spatial histograms of ``faces`` (one row each), computed by OpenCV."""
+    recognizer = params.create()
+    recognizer.train(list(faces), np.zeros(len(faces), np.int32))
+    return np.vstack([h.reshape(1, -1) for h in recognizer.getHistograms()]).astype(np.float32)
+
+
+def chi_square(queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """OpenCV's HISTCMP_CHISQR_ALT (what LBPH predicts with): 2 sum (a-b)^2/(a+b)."""
+    out = np.empty((len(queries), len(refs)), np.float64)
+    for j, r in enumerate(refs):
+        s = queries + r
+        d = queries - r
+        np.divide(d * d, s, out=d, where=s > 0)
+        d[s <= 0] = 0.0
+        out[:, j] = 2.0 * d.sum(1, dtype=np.float64)
+    return out
+
+
+def region_masks(params: LBPHParams, band: int) -> np.ndarray:
+    """One boolean mask over histogram bins per band of ``band`` cell rows."""
+    cells = params.grid_x * params.grid_y
+    per_cell = params.histogram_size // cells
+    if band <= 0 or band >= params.grid_y:
+        return np.ones((1, params.histogram_size), bool)
+    masks = []
+    for top in range(0, params.grid_y, band):
+        cell_mask = np.zeros((params.grid_y, params.grid_x), bool)
+        cell_mask[top : top + band] = True
+        masks.append(np.repeat(cell_mask.ravel(), per_cell))
+    return np.array(masks)
+
+
+def prototypes(
+    hists: np.ndarray, labels: np.ndarray, class_ids: Sequence[int], masks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per class and region, the class mean (in sqrt space) zeroed outside the region.
+
+    A class with no faces here (a small inner fold) borrows the mean of all faces.
+    """
+    root = np.sqrt(hists)
+    overall = root.mean(0)
+    protos, owners = [], []
+    for c in class_ids:
+        sel = labels == c
+        mean = (root[sel].mean(0) if sel.any() else overall) ** 2
+        for m in masks:
+            protos.append(np.where(m, mean, 0.0).astype(np.float32))
+            owners.append(c)
+    return np.array(protos), np.array(owners, np.int64)
+
+
+def group_folds(groups: Sequence[str], k: int, seed: int) -> list[np.ndarray]:
+    """Index folds with each group (person) on one side: largest groups dealt first."""
+    by: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by.setdefault(g, []).append(i)
+    names = sorted(by)
+    random.Random(seed).shuffle(names)
+    names.sort(key=lambda g: len(by[g]), reverse=True)
+    folds: list[list[int]] = [[] for _ in range(min(k, len(names)))]
+    for g in names:
+        min(folds, key=len).extend(by[g])
+    return [np.array(sorted(f), np.int64) for f in folds if f]
+
+
+L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, iters: int = 400
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced multinomial logistic regression (Adam on the mean log-loss + ridge).
+
+    Returns (weights (features x classes), bias (classes)). Small problem (tens of
+    features): plain numpy, no solver dependency.
+    """
+    n, d = x.shape
+    w = np.zeros((d, n_classes))
+    b = np.zeros(n_classes)
+    target = np.eye(n_classes)[y]
+    counts = np.bincount(y, minlength=n_classes).clip(min=1)
+    weight = (n / (n_classes * counts))[y][:, None] / n
+    mw, vw, mb, vb = (np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b))
+    rate, b1, b2 = 0.05, 0.9, 0.999
+    for t in range(1, iters + 1):
+        g = (_softmax(x @ w + b) - target) * weight
+        gw = x.T @ g + l2 * w
+        gb = g.sum(0)
+        mw = b1 * mw + (1 - b1) * gw
+        vw = b2 * vw + (1 - b2) * gw * gw
+        mb = b1 * mb + (1 - b1) * gb
+        vb = b2 * vb + (1 - b2) * gb * gb
+        c1, c2 = 1 - b1**t, 1 - b2**t
+        w -= rate * (mw / c1) / (np.sqrt(vw / c2) + 1e-8)
+        b -= rate * (mb / c1) / (np.sqrt(vb / c2) + 1e-8)
+    return w, b
+
+
+def choose_l2(x: np.ndarray, y: np.ndarray, n_classes: int, groups: Sequence[str]) -> float:
+    """The ridge penalty with the lowest person-held-out log-loss: a strong penalty on a
+    small training set (else the confidence is overstated), a weak one on a large set."""
+    folds = group_folds(groups, 3, seed=1)
+    if len(folds) < 2:
+        return L2_GRID[-1]
+    best, best_loss = L2_GRID[-1], np.inf
+    for l2 in L2_GRID:
+        loss = 0.0
+        for held in folds:
+            keep = np.ones(len(y), bool)
+            keep[held] = False
+            w, b = fit_logistic(x[keep], y[keep], n_classes, l2)
+            p = _softmax(x[held] @ w + b)
+            loss -= np.log(p[np.arange(len(held)), y[held]] + 1e-12).sum()
+        if loss < best_loss:
+            best, best_loss = l2, loss
+    log.debug("scorer ridge penalty %g", best)
+    return best
+
+
 def fit(
     faces: Sequence[np.ndarray],
     labels: Sequence[int],
@@ -59,17 +210,62 @@ def fit(
 ) -> FittedModel:
     """Faces already prepared with ``Preprocessor(config.preprocess)``; labels are class ids.
 
-    ``groups`` (the person of each face) keeps inner cross-validation person-disjoint.
+    ``groups`` (the person of each face) keeps the inner cross-validation that fits the
+    scorer person-disjoint; without it every face is its own group.
     """
     cfg = config or FitConfig()
-    recognizer = cfg.lbph.create()
-    recognizer.train(list(faces), np.asarray(labels, dtype=np.int32))
+    if not faces:
+        raise ValueError("no faces to fit")
+    if len(faces) != len(labels) or (groups is not None and len(groups) != len(faces)):
+        raise ValueError("fit needs one label (and one group, if given) per face")
+    y = np.asarray(labels, np.int64)
+    class_ids = sorted(set(y.tolist()))
+    hists = lbph_histograms(faces, cfg.lbph)
+    if cfg.mirror:
+        mirrored = lbph_histograms([np.ascontiguousarray(f[:, ::-1]) for f in faces], cfg.lbph)
+        train_h, train_y = np.vstack([hists, mirrored]), np.concatenate([y, y])
+    else:
+        train_h, train_y = hists, y
+    masks = region_masks(cfg.lbph, cfg.band)
+    protos, owners = prototypes(train_h, train_y, class_ids, masks)
+    weights = bias = None
+    calibrated = False
+    group_list = list(groups) if groups is not None else [str(i) for i in range(len(faces))]
+    folds = group_folds(group_list, cfg.inner_folds, cfg.seed)
+    if len(class_ids) > 1 and len(folds) > 1:
+        n = len(faces)
+        feats, targets, held_groups = [], [], []
+        for held in folds:
+            keep = np.ones(n, bool)
+            keep[held] = False
+            sel = np.concatenate([keep, keep]) if cfg.mirror else keep
+            p, _ = prototypes(train_h[sel], train_y[sel], class_ids, masks)
+            feats.append(chi_square(hists[held], p))
+            targets.append(y[held])
+            held_groups.extend(group_list[i] for i in held)
+        x = np.vstack(feats)
+        target = np.searchsorted(class_ids, np.concatenate(targets))
+        mu, sd = x.mean(0), x.std(0) + 1e-6
+        z = (x - mu) / sd
+        l2 = cfg.l2 if cfg.l2 is not None else choose_l2(z, target, len(class_ids), held_groups)
+        w, b = fit_logistic(z, target, len(class_ids), l2)
+        # Fold the standardisation in: scores = distances @ weights + bias.
+        weights = w / sd[:, None]
+        bias = b - (mu / sd) @ w
+        calibrated = True
     return FittedModel(
-        histograms=list(recognizer.getHistograms()),
-        labels=[int(v) for v in labels],
+        histograms=list(protos),
+        labels=[int(v) for v in owners],
         classes=dict(classes),
         params=cfg.lbph,
-        meta=ModelMeta(preprocess=cfg.preprocess, trained_images=len(faces)),
+        meta=ModelMeta(
+            preprocess=cfg.preprocess,
+            temperature=1.0,
+            calibrated=calibrated,
+            trained_images=len(faces),
+            weights=weights,
+            bias=bias,
+        ),
     )
 
 

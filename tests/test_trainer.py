@@ -148,7 +148,7 @@ def test_trained_model_keeps_class_names_in_the_file_for_any_reader(
     assert model.class_names() == ["surprise", "happy", "neutral"]
     assert model.version == result.version and model.source == "edged"
     assert (
-        model.samples
+        model.meta.trained_images
         == len(result.faces.faces)
         == 48 - sum(c.no_face for c in result.faces.counts.values())
     )
@@ -168,7 +168,7 @@ def test_a_reader_never_sees_a_partial_model_while_the_trainer_rewrites_it(
     first = train(ds, tmp_path / "a.yml", progress=False)
     a = first.fitted
     b = fitting.fit(
-        [np.flipud(f) for f in first.faces.faces], a.labels[::-1], {0: "sad", 1: "happy"}
+        [np.flipud(f) for f in first.faces.faces], first.faces.labels[::-1], {0: "sad", 1: "happy"}
     )
     expect = {save(a, path): ["happy", "sad"], save(b, path): ["sad", "happy"]}
     assert len(expect) == 2
