@@ -235,7 +235,7 @@ def test_only_frames_the_consumer_takes_are_decoded(tmp_path, grabbers) -> None:
         last = f.seq
     st = g.stats
     assert st.grabbed >= 60
-    assert st.decoded <= 3 * st.taken + 2  # not one decode per grabbed frame
+    assert st.decoded <= 4 * st.taken + 2 < st.grabbed  # not one decode per grabbed frame
     assert st.dropped >= st.grabbed - st.taken - 1
 
 
