@@ -556,12 +556,15 @@ def build_parser() -> argparse.ArgumentParser:
     from bench import soak
 
     soak.register(sub)
+    from bench import capture
+
+    capture.register(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.cmd == "soak":
+    if args.cmd in ("soak", "capture"):
         return args.func(args)
     return run(args)
 

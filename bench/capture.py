@@ -3,7 +3,7 @@
 A 30 fps 640x480 MJPG clip of sample faces (what a USB camera delivers) is played in
 real time and read by a consumer at 5 fps, like the daemon's loop. Also: what one
 grab, one retrieve (decode + convert) and one 640x480 JPEG decode cost here, which
-is what a V4L2 MJPG camera's retrieve does. Run: ``python -m bench.capture``.
+is what a V4L2 MJPG camera's retrieve does. Run: ``python -m bench capture``.
 """
 
 from __future__ import annotations
@@ -96,11 +96,29 @@ def per_frame_costs(clip: Path) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=6.0, help="measuring time per mode")
     p.add_argument("--loop-fps", type=float, default=5.0, help="the consumer's rate")
-    args = p.parse_args(argv)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """``python -m bench capture``."""
+    p = sub.add_parser(
+        "capture",
+        help="capture CPU: decoding every frame vs only the frames the loop takes",
+        description=__doc__.splitlines()[0],
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     cv2.setNumThreads(1)  # as on a busy Pi: no hidden parallel decode
     with tempfile.TemporaryDirectory() as d:
         clip = make_clip(Path(d) / "faces30.avi")
