@@ -338,6 +338,7 @@ class Service:
         self._ticker: Ticker | None = None
         self._last_stats: dict[str, object] | None = None
         self._errors_logged: set[tuple[int, str]] = set()
+        self._on_frame = [(out, out.on_frame) for out in outputs]
 
     # -- called from other threads (and signal handlers) --------------------------------
 
@@ -378,18 +379,21 @@ class Service:
 
     # -- the loop -------------------------------------------------------------------------
 
+    def _output_failed(self, out: Output, method: str) -> None:
+        """A broken output must not stop the others or the daemon: count it, log it once."""
+        if self.stats is not None:
+            self.stats.output_errors += 1
+        key = (id(out), method)
+        if key not in self._errors_logged:
+            self._errors_logged.add(key)
+            log.exception("output %s failed in %s", type(out).__name__, method)
+
     def _each_output(self, method: str, *args: object) -> None:
         for out in self.outputs:
             try:
                 getattr(out, method)(*args)
             except Exception:
-                # A broken output must not stop the others or the daemon: log it once.
-                if self.stats is not None:
-                    self.stats.output_errors += 1
-                key = (id(out), method)
-                if key not in self._errors_logged:
-                    self._errors_logged.add(key)
-                    log.exception("output %s failed in %s", type(out).__name__, method)
+                self._output_failed(out, method)
 
     def _drain_events(self) -> bool:
         changed = False
@@ -463,7 +467,7 @@ class Service:
         )
         self._each_output("on_stats", snap)
 
-    def _tick(self, seq: int) -> int:
+    def _tick(self, seq: int, detect: bool) -> int:
         """One slot's work; returns the seq of the newest frame seen."""
         stats = self.stats
         assert stats is not None
@@ -474,13 +478,18 @@ class Service:
             stats.idle_ticks += 1
         else:
             seq = frame.seq
-            if self.controls.detect.is_set():
+            if detect:
                 result = self.pipeline.process(frame.image, self.store.current)
                 result = replace(result, timestamp=frame.timestamp)
                 stats.frames += 1
                 stats.detect.add(result.detect_ms)
                 stats.classify.add(result.classify_ms)
-        self._each_output("on_frame", result, self._wall())
+        now = self._wall()
+        for out, on_frame in self._on_frame:  # bound once, at start
+            try:
+                on_frame(result, now)
+            except Exception:
+                self._output_failed(out, "on_frame")
         stats.ticks += 1
         if result is not None:  # per-frame latency: idle ticks would only flatter it
             stats.latency.add((self._clock() - t0) * 1000.0)
@@ -513,6 +522,7 @@ class Service:
         notifier = self.notifier
         seq = -1
         ready = False
+        detecting = self.controls.detect.is_set()
         while True:
             now = self._clock()
             if now >= end:
@@ -531,7 +541,11 @@ class Service:
                 log.info("reloading the model on request")
                 self.store.request_reload()
             changed = self._drain_events()
-            seq = self._tick(seq)
+            if self.controls.detect.is_set() != detecting:
+                detecting = not detecting
+                changed = True
+                log.info("detection %s", "resumed" if detecting else "paused (privacy switch)")
+            seq = self._tick(seq, detecting)
             notifier.watchdog()
             if not ready:
                 ready = True
