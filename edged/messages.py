@@ -158,6 +158,7 @@ ENTITIES: tuple[tuple[str, str], ...] = (
     ("binary_sensor", "camera"),
     ("switch", "detect"),
 )
+SNAPSHOT_ENTITY = ("image", "snapshot")  # only with publish.snapshot on
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +178,13 @@ class Discovery:
         return f"{self.prefix.strip('/')}/{component}/{self.node}/{object_id}/config"
 
     def config_topics(self) -> list[str]:
-        return [self.config_topic(c, o) for c, o in ENTITIES]
+        """Every topic discovery may have used (removal clears them all)."""
+        return [self.config_topic(c, o) for c, o in (*ENTITIES, SNAPSHOT_ENTITY)]
 
 
-def discovery_messages(d: Discovery, classes: Sequence[str]) -> list[tuple[str, bytes]]:
+def discovery_messages(
+    d: Discovery, classes: Sequence[str], snapshot: bool = False
+) -> list[tuple[str, bytes]]:
     """Retained config messages: one device holding every edged entity."""
     t = d.topics
     device = {
@@ -250,8 +254,13 @@ def discovery_messages(d: Discovery, classes: Sequence[str]) -> list[tuple[str, 
             "icon": "mdi:eye",
         },
     }
+    configs["snapshot"] = {
+        "name": "Snapshot",
+        "image_topic": t.snapshot,
+        "content_type": "image/jpeg",
+    }
     out = []
-    for component, object_id in ENTITIES:
+    for component, object_id in (*ENTITIES, SNAPSHOT_ENTITY) if snapshot else ENTITIES:
         cfg = {**configs[object_id], "unique_id": f"{d.node}_{object_id}", **common}
         out.append((d.config_topic(component, object_id), encode(cfg)))
     return out

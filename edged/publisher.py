@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
+import numpy as np
 import paho.mqtt.client as mqtt
 
 from edged.errors import BrokerError, ConfigError
@@ -46,6 +48,7 @@ from edged.messages import (
     stats_payload,
 )
 from edged.smoothing import Smoother, SmoothingConfig, Step
+from edged.vision import annotate
 
 if TYPE_CHECKING:
     from edged.model_store import ModelStatus
@@ -211,6 +214,9 @@ class MqttPublisher:
         self.reconnects = 0
         self.dropped = 0  # events and detections not sent because the broker was away
         self._started_wall = wall()
+        self.wants_images = settings.publish.snapshot  # the service passes frames only if so
+        self._next_snapshot = 0.0
+        self._canvas: np.ndarray | None = None
 
         self.client = make_client(settings, will=True, environ=environ)
         self.client.on_connect = self._on_connect
@@ -219,7 +225,7 @@ class MqttPublisher:
         self.client.on_message = self._on_message
         self._set_latest(self.topics.detect_state, ON if self._detect_on else OFF)
         if self.discovery is not None:
-            self._discovery_msgs = discovery_messages(self.discovery, [])
+            self._discovery_msgs = discovery_messages(self.discovery, [], self.wants_images)
 
     # -- Output ------------------------------------------------------------------------
 
@@ -259,6 +265,32 @@ class MqttPublisher:
                 self._publish_volatile(self.topics.detections, detections_payload(result, wall), 0)
         self._emit(self._smoother.update(result, mono), mono, now)
 
+    def on_image(self, image: np.ndarray, result: FrameResult, now: float) -> None:
+        """The opt-in snapshot: an annotated JPEG at most every ``snapshot_interval`` s.
+
+        Called by the service only when ``wants_images`` is true (``publish.snapshot``),
+        so by default no image ever reaches this class, let alone the network.
+        """
+        mono = self._clock()
+        if not self.wants_images or mono < self._next_snapshot or not self._detect_on:
+            return
+        self._next_snapshot = mono + self.settings.publish.snapshot_interval
+        if not self._connected:
+            return
+        canvas = self._canvas
+        if canvas is None or canvas.shape != image.shape:
+            canvas = self._canvas = np.empty_like(image)
+        np.copyto(canvas, image)  # the frame buffer is the grabber's: draw on a copy
+        for face in result.faces:
+            label = face.expression or "face"
+            if face.expression:
+                label = f"{label} {face.confidence * 100:.0f}%"
+            annotate(canvas, face.box, label)
+        ok, jpeg = cv2.imencode(".jpg", canvas, (cv2.IMWRITE_JPEG_QUALITY, 80))
+        if ok:
+            # Not retained: no image outlives the moment on the broker.
+            self._publish_volatile(self.topics.snapshot, jpeg.tobytes(), 0)
+
     def on_camera(self, online: bool, reason: str) -> None:
         self._publish_retained(self.topics.camera, (ONLINE if online else OFFLINE).encode())
 
@@ -269,7 +301,7 @@ class MqttPublisher:
         if self.discovery is None or not classes or classes == self._classes:
             return
         self._classes = classes
-        msgs = discovery_messages(self.discovery, classes)
+        msgs = discovery_messages(self.discovery, classes, self.wants_images)
         with self._lock:
             self._discovery_msgs = msgs
             if self._connected:

@@ -160,6 +160,14 @@ class PublishSettings(Section):
     detections: bool = Field(
         True, description="Publish every processed frame's faces on the 'detections' topic."
     )
+    snapshot: bool = Field(
+        False,
+        description="Publish an annotated JPEG of the camera view on the 'snapshot' topic. "
+        "Off (the default): no image ever leaves the device.",
+    )
+    snapshot_interval: float = Field(
+        10.0, gt=0, description="Seconds between snapshots (when snapshot is on)."
+    )
 
 
 class SmoothingSettings(Section):

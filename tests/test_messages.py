@@ -153,8 +153,17 @@ def test_discovery_privacy_switch_commands_and_reports_on_its_topics():
 
 def test_removal_empties_every_config_topic_discovery_uses():
     removal = removal_messages(D)
-    assert {t for t, _ in removal} == set(_configs())
+    with_snapshot = {t for t, _ in discovery_messages(D, CLASSES, snapshot=True)}
+    assert {t for t, _ in removal} == with_snapshot
     assert all(p == b"" for _, p in removal)
+
+
+def test_snapshot_image_entity_is_announced_only_when_snapshots_are_on():
+    assert not any("/image/" in t for t in _configs())
+    configs = {t: json.loads(p) for t, p in discovery_messages(D, CLASSES, snapshot=True)}
+    img = configs["homeassistant/image/edged_kitchen/snapshot/config"]
+    assert img["image_topic"] == "edged/kitchen/snapshot"
+    assert img["content_type"] == "image/jpeg"
 
 
 def test_parse_switch_accepts_on_off_in_any_case_and_rejects_the_rest():

@@ -10,6 +10,8 @@ import sys
 import textwrap
 import time
 
+import cv2
+import numpy as np
 import paho.mqtt.publish as mqtt_publish
 import pytest
 from fixtures_broker import PASSWORD, USER, Broker, wait_until
@@ -353,3 +355,58 @@ def test_ha_remove_reports_an_unreachable_broker(clean_env, capsys):
     rc = main(["ha-remove", "--host", "127.0.0.1", "--port", str(free_port())])
     assert rc == 69
     assert "connection refused" in capsys.readouterr().err
+
+
+def test_snapshot_is_off_by_default_and_sends_no_image(broker, collector, make_pub):
+    pub = make_pub(settings_for(broker, mqtt={"device_id": "snap0"}))
+    assert connected(pub)
+    assert pub.wants_images is False  # the service passes no frames at all
+    c = collector(broker, "edged/snap0/#")
+    image = np.full((240, 320, 3), 90, np.uint8)
+    pub.on_image(image, frame("happy"), 0.0)
+    time.sleep(0.3)
+    assert c.on("edged/snap0/snapshot") == []
+
+
+def test_snapshot_when_turned_on_is_an_annotated_jpeg_at_most_every_interval(
+    broker, collector, make_pub
+):
+    s = settings_for(
+        broker, mqtt={"device_id": "snap1"}, publish={"snapshot": True, "snapshot_interval": 60}
+    )
+    controls = Controls()
+    pub = make_pub(s, controls)
+    assert connected(pub) and pub.wants_images
+    c = collector(broker, "edged/snap1/#")
+    image = np.full((480, 640, 3), 90, np.uint8)
+    before = image.copy()
+    for _ in range(3):
+        pub.on_image(image, frame("happy"), 0.0)
+    m = c.wait_for("edged/snap1/snapshot")
+    time.sleep(0.3)
+    assert len(c.on("edged/snap1/snapshot")) == 1  # the interval holds the others back
+    assert not m.retain
+    decoded = cv2.imdecode(np.frombuffer(m.payload, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape == image.shape
+    assert np.abs(decoded.astype(int) - before).max() > 100  # the box was drawn
+    assert np.array_equal(image, before)  # on a copy: the grabber's frame is untouched
+    late = collector(broker, "edged/snap1/snapshot")
+    time.sleep(0.3)
+    assert late.messages == []  # not retained: no image stays on the broker
+
+
+def test_no_snapshot_while_the_privacy_switch_is_off(broker, collector, make_pub):
+    s = settings_for(
+        broker, mqtt={"device_id": "snap2"}, publish={"snapshot": True, "snapshot_interval": 0.01}
+    )
+    controls = Controls()
+    pub = make_pub(s, controls)
+    assert connected(pub)
+    c = collector(broker, "edged/snap2/#")
+    controls.detect.clear()
+    pub.on_frame(None, 0.0)
+    for _ in range(5):
+        pub.on_image(np.zeros((120, 160, 3), np.uint8), frame("happy"), 0.0)
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert c.on("edged/snap2/snapshot") == []
