@@ -216,13 +216,32 @@ def fit(
     cfg = config or FitConfig()
     if not faces:
         raise ValueError("no faces to fit")
-    if len(faces) != len(labels) or (groups is not None and len(groups) != len(faces)):
-        raise ValueError("fit needs one label (and one group, if given) per face")
-    y = np.asarray(labels, np.int64)
-    class_ids = sorted(set(y.tolist()))
     hists = lbph_histograms(faces, cfg.lbph)
+    mirrored = None
     if cfg.mirror:
         mirrored = lbph_histograms([np.ascontiguousarray(f[:, ::-1]) for f in faces], cfg.lbph)
+    return fit_histograms(hists, mirrored, labels, classes, cfg, groups=groups)
+
+
+def fit_histograms(
+    hists: np.ndarray,
+    mirrored: np.ndarray | None,
+    labels: Sequence[int],
+    classes: Mapping[int, str],
+    config: FitConfig | None = None,
+    *,
+    groups: Sequence[str] | None = None,
+) -> FittedModel:
+    """`fit` from the LBPH histograms of the faces (and of their mirror images, used when
+    ``config.mirror``): experiments cache histograms and call this directly."""
+    cfg = config or FitConfig()
+    if len(hists) != len(labels) or (groups is not None and len(groups) != len(hists)):
+        raise ValueError("fit needs one label (and one group, if given) per face")
+    if not len(hists):
+        raise ValueError("no faces to fit")
+    y = np.asarray(labels, np.int64)
+    class_ids = sorted(set(y.tolist()))
+    if cfg.mirror and mirrored is not None:
         train_h, train_y = np.vstack([hists, mirrored]), np.concatenate([y, y])
     else:
         train_h, train_y = hists, y
@@ -230,15 +249,15 @@ def fit(
     protos, owners = prototypes(train_h, train_y, class_ids, masks)
     weights = bias = None
     calibrated = False
-    group_list = list(groups) if groups is not None else [str(i) for i in range(len(faces))]
+    group_list = list(groups) if groups is not None else [str(i) for i in range(len(hists))]
     folds = group_folds(group_list, cfg.inner_folds, cfg.seed)
     if len(class_ids) > 1 and len(folds) > 1:
-        n = len(faces)
+        n = len(hists)
         feats, targets, held_groups = [], [], []
         for held in folds:
             keep = np.ones(n, bool)
             keep[held] = False
-            sel = np.concatenate([keep, keep]) if cfg.mirror else keep
+            sel = np.concatenate([keep, keep]) if len(train_h) > n else keep
             p, _ = prototypes(train_h[sel], train_y[sel], class_ids, masks)
             feats.append(chi_square(hists[held], p))
             targets.append(y[held])
@@ -262,7 +281,7 @@ def fit(
             preprocess=cfg.preprocess,
             temperature=1.0,
             calibrated=calibrated,
-            trained_images=len(faces),
+            trained_images=len(hists),
             weights=weights,
             bias=bias,
         ),
