@@ -339,6 +339,8 @@ class Service:
         self._last_stats: dict[str, object] | None = None
         self._errors_logged: set[tuple[int, str]] = set()
         self._on_frame = [(out, out.on_frame) for out in outputs]
+        # Outputs that asked for the image (the opt-in MQTT snapshot); usually none.
+        self._on_image = [(o, o.on_image) for o in outputs if getattr(o, "wants_images", False)]
 
     # -- called from other threads (and signal handlers) --------------------------------
 
@@ -490,6 +492,12 @@ class Service:
                 on_frame(result, now)
             except Exception:
                 self._output_failed(out, "on_frame")
+        if result is not None and frame is not None:
+            for out, on_image in self._on_image:
+                try:
+                    on_image(frame.image, result, now)
+                except Exception:
+                    self._output_failed(out, "on_image")
         stats.ticks += 1
         if result is not None:  # per-frame latency: idle ticks would only flatter it
             stats.latency.add((self._clock() - t0) * 1000.0)
