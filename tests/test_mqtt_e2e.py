@@ -54,7 +54,15 @@ STATE_KEYS = {
 class Daemon:
     """``python -m edged run`` with a generated TOML config; stderr kept in a file."""
 
-    def __init__(self, tmp: Path, broker: Broker, device: str, *args: str, **mqtt: object):
+    def __init__(
+        self,
+        tmp: Path,
+        broker: Broker,
+        device: str,
+        *args: str,
+        publish: dict[str, object] | None = None,
+        **mqtt: object,
+    ):
         self.device = device
         self.base = f"edged/{device}"
         cfg = {
@@ -66,7 +74,9 @@ class Daemon:
             **mqtt,
         }
         lines = ["[mqtt]"] + [f"{k} = {json.dumps(v)}" for k, v in cfg.items()]
-        lines += ["[publish]", "clear_after = 1.0", "[smoothing]", "window = 3", "agree = 2"]
+        pub = {"clear_after": 1.0, **(publish or {})}
+        lines += ["[publish]"] + [f"{k} = {json.dumps(v)}" for k, v in pub.items()]
+        lines += ["[smoothing]", "window = 3", "agree = 2"]
         self.config = tmp / f"{device}.toml"
         self.config.write_text("\n".join(lines) + "\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
@@ -289,7 +299,7 @@ def test_no_image_data_leaves_the_device(clip_run):
 # -- a looping clip: Home Assistant birth, privacy switch, SIGTERM -----------------------
 
 
-def test_birth_resends_discovery_privacy_switch_pauses_and_sigterm_says_offline(
+def test_birth_resends_discovery_privacy_switch_pauses_snapshots_and_sigterm_says_offline(
     broker, sample_model, tmp_path, daemons
 ):
     clip = tmp_path / "happy.avi"
@@ -299,11 +309,16 @@ def test_birth_resends_discovery_privacy_switch_pauses_and_sigterm_says_offline(
         d = Daemon(
             tmp_path, broker, "loop", "--source", str(clip), "--loop",
             "--model", str(sample_model), "--fps", "8", "--duration", "60",
+            publish={"snapshot": True, "snapshot_interval": 0.5},
         )  # fmt: skip
         daemons.append(d)
         base = d.base
         host = {"hostname": broker.host, "port": broker.port}
         c.wait_for(f"{base}/state", lambda m: js(m)["expression"] == "happy", LIVENESS)
+        # The opt-in snapshot: a JPEG of the camera view, not retained.
+        snap = c.wait_for(f"{base}/snapshot", timeout=10)
+        assert snap.payload.startswith(b"\xff\xd8") and not snap.retain
+        assert "homeassistant/image/edged_loop/snapshot/config" in {m.topic for m in c.messages}
 
         # Home Assistant restarts: discovery comes again, live.
         n = len(c.on("homeassistant/sensor/edged_loop/expression/config"))
@@ -319,9 +334,11 @@ def test_birth_resends_discovery_privacy_switch_pauses_and_sigterm_says_offline(
         assert js(off)["expression"] == "none"
         time.sleep(0.5)
         n_state, n_det = len(c.on(f"{base}/state")), len(c.on(f"{base}/detections"))
+        n_snap = len(c.on(f"{base}/snapshot"))
         time.sleep(2.0)
         assert len(c.on(f"{base}/state")) == n_state
         assert len(c.on(f"{base}/detections")) == n_det
+        assert len(c.on(f"{base}/snapshot")) == n_snap
         assert d.proc.poll() is None
 
         # Privacy ON: back to happy.
