@@ -355,14 +355,19 @@ class MqttPublisher:
         with self._lock:
             self._latest[topic] = payload
             if self._connected:
-                self.client.publish(topic, payload, qos=self._qos, retain=True)
+                self._send(topic, payload, self._qos, retain=True)
 
     def _publish_volatile(self, topic: str, payload: bytes, qos: int) -> None:
         """Now or never: not retained, not kept for later."""
         with self._lock:
             if self._connected:
-                self.client.publish(topic, payload, qos=qos, retain=False)
-                return
+                self._send(topic, payload, qos, retain=False)
+            else:
+                self.dropped += 1
+
+    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        """Hand one message to paho (lock held); a refusal (its queue is full) is counted."""
+        if self.client.publish(topic, payload, qos=qos, retain=retain).rc != mqtt.MQTT_ERR_SUCCESS:
             self.dropped += 1
 
     def _send_all(self, msgs: list[tuple[str, bytes]], retain: bool) -> None:

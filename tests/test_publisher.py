@@ -410,3 +410,19 @@ def test_no_snapshot_while_the_privacy_switch_is_off(broker, collector, make_pub
         time.sleep(0.02)
     time.sleep(0.3)
     assert c.on("edged/snap2/snapshot") == []
+
+
+def test_a_model_with_other_classes_updates_the_enum_options(broker, collector, make_pub):
+    pub = make_pub(settings_for(broker, mqtt={"device_id": "t6"}))
+    assert connected(pub)
+    c = collector(broker, "homeassistant/sensor/edged_t6/expression/config")
+    c.wait_for("homeassistant/sensor/edged_t6/expression/config")
+    pub.on_model(ModelStatus("loaded", version="m2", classes=["calm", "excited"]))
+    m = c.wait_for(
+        "homeassistant/sensor/edged_t6/expression/config",
+        lambda m: json.loads(m.payload)["options"] == ["calm", "excited", "none"],
+    )
+    assert not m.retain  # sent live, now; the broker keeps it retained for later
+    late = collector(broker, "homeassistant/sensor/edged_t6/expression/config")
+    got = late.wait_for("homeassistant/sensor/edged_t6/expression/config")
+    assert json.loads(got.payload)["options"] == ["calm", "excited", "none"]
