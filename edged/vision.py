@@ -449,6 +449,26 @@ def _read_meta(node: cv2.FileNode) -> ModelMeta | None:
     )
 
 
+def _read_meta_of(data: bytes, fd_path: str) -> ModelMeta | None:
+    """The ``edged`` node of a model file's bytes.
+
+    In our YAML it is the last top-level node, after the histograms: parse only that
+    tail, not the whole file a second time (that would double the load time).
+    """
+    if data.startswith(b"%YAML"):
+        at = data.rfind(b"\nedged:")
+        if at < 0:
+            return None
+        tail = "%YAML:1.0\n---\n" + data[at + 1 :].decode("utf-8", "replace")
+        fs = cv2.FileStorage(tail, cv2.FILE_STORAGE_READ | cv2.FILE_STORAGE_MEMORY)
+    else:  # XML or JSON written by other tools: parse it all
+        fs = cv2.FileStorage(fd_path, cv2.FILE_STORAGE_READ)
+    try:
+        return _read_meta(fs.getNode("edged"))
+    finally:
+        fs.release()
+
+
 def load_model(path: Path | str, labels: Sequence[str] | None = None) -> ExpressionModel:
     """Load and validate a ``trainer.yml``: edged's own, or one the workshop code wrote.
 
@@ -475,9 +495,7 @@ def load_model(path: Path | str, labels: Sequence[str] | None = None) -> Express
         try:
             os.lseek(fd, 0, os.SEEK_SET)
             recognizer.read(fd_path)
-            fs = cv2.FileStorage(fd_path, cv2.FILE_STORAGE_READ)
-            meta = _read_meta(fs.getNode("edged"))
-            fs.release()
+            meta = _read_meta_of(data, fd_path)
         except cv2.error as e:
             detail = str(e).strip().splitlines()[-1] if str(e).strip() else "parse error"
             raise ModelError(f"model file {path} is corrupt or truncated ({detail})") from None
