@@ -31,6 +31,7 @@ from edged.evaluate import Item, cross_validate
 from edged.pipeline import Pipeline, TrackConfig
 from edged.vision import (
     WORKSHOP_CLASSES,
+    Box,
     DetectorConfig,
     ExpressionModel,
     FaceDetector,
@@ -216,6 +217,8 @@ def time_frames(
     full = FaceDetector(DAEMON_DETECTOR)
     assert pipe.tracker is not None
     w_frame, e_frame, w_det, e_full = [], [], [], []
+    e_region: list[float] = []
+    e_newcomer: list[float] = []
     w_found = e_found = n = 0
     samples: list[FrameSample] = []
     sides: list[int] = []
@@ -241,6 +244,13 @@ def time_frames(
                 tf, fb = cpu_ms(full.detect, gray)
                 w_det.append(tw2)
                 e_full.append(tf)
+                if fb:
+                    f = fb[0]
+                    p = f.w // 2
+                    region = Box(f.x - p, f.y - p, f.w + 2 * p, f.h + 2 * p)
+                    sizes = (round(0.8 * f.w), round(1.25 * f.w))
+                    e_region.append(cpu_ms(full.detect, gray, region, sizes)[0])
+                    e_newcomer.append(cpu_ms(full.detect, gray, None, None, [f])[0])
                 if len(wb) and fb:
                     x, y, w, h = max(wb.tolist(), key=lambda b: b[2] * b[3])
                     samples.append(FrameSample(gray.copy(), (x, y, w, h), fb[0]))
@@ -251,6 +261,22 @@ def time_frames(
             w_det,
             e_full,
             extra="edged: downscaled to 320 wide",
+        )
+    )
+    res.rows.append(
+        Row(
+            "  edged tracking: region scan around the face",
+            [],
+            e_region,
+            extra="box grown by half its side, sizes 0.8-1.25x (most frames)",
+        )
+    )
+    res.rows.append(
+        Row(
+            "  edged tracking: newcomer scan, followed face painted out",
+            [],
+            e_newcomer,
+            extra="every 5th frame while a face is followed",
         )
     )
     tr = pipe.tracker
