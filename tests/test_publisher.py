@@ -73,11 +73,12 @@ def connected(p: MqttPublisher) -> bool:
 
 def test_connect_sends_discovery_then_state_then_online_all_retained(broker, collector, make_pub):
     c = collector(broker, "#")
-    pub = make_pub(settings_for(broker))
-    pub.on_frame(None, 0.0)  # the first tick publishes state "none"
+    pub = make_pub(settings_for(broker), start=False)
+    pub.on_frame(None, 0.0)  # the first tick makes state "none", kept until connected
+    pub.start()
     c.wait_for(f"{BASE}/availability", lambda m: m.text == "online")
     c.wait_for(f"{BASE}/state")
-    topics = [m.topic for m in c.messages]
+    topics = [m.topic for m in c.messages if "t1" in m.topic]  # not other tests' leftovers
     avail = topics.index(f"{BASE}/availability")
     assert all(t.startswith("homeassistant/") for t in topics[:6])
     assert max(topics.index(t) for t in topics if t.startswith("homeassistant/")) < avail
