@@ -427,3 +427,13 @@ def test_a_model_with_other_classes_updates_the_enum_options(broker, collector, 
     late = collector(broker, "homeassistant/sensor/edged_t6/expression/config")
     got = late.wait_for("homeassistant/sensor/edged_t6/expression/config")
     assert json.loads(got.payload)["options"] == ["calm", "excited", "none"]
+
+
+def test_settings_reject_a_client_key_without_its_certificate(clean_env, tmp_path):
+    with pytest.raises(ConfigError, match="keyfile needs certfile"):
+        load_settings(None, {"mqtt": {"keyfile": str(tmp_path / "k.pem")}})
+
+
+def test_settings_reject_a_device_id_that_would_break_topics(clean_env):
+    with pytest.raises(ConfigError, match=r"mqtt\.device_id"):
+        load_settings(None, {"mqtt": {"device_id": "kitchen/+"}})

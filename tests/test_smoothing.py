@@ -161,3 +161,11 @@ def test_faces_without_an_expression_never_make_a_state():
 def test_config_rejects_agree_larger_than_window():
     with pytest.raises(ValueError, match="agree"):
         SmoothingConfig(window=2, agree=3)
+
+
+def test_settings_reject_agree_larger_than_window_naming_the_section(clean_env):
+    from edged.errors import ConfigError
+    from edged.settings import load_settings
+
+    with pytest.raises(ConfigError, match=r"smoothing.*agree \(6\) must not exceed window \(5\)"):
+        load_settings(None, {"smoothing": {"agree": 6}})
