@@ -428,12 +428,13 @@ class FrameGrabber:
                     timeout,
                 )
 
-    def latest(self, after_seq: int = -1) -> Frame | None:
+    def latest(self, after_seq: int = -1, timeout: float | None = None) -> Frame | None:
         """The newest frame if its seq is above ``after_seq``, else None. One consumer only.
 
         While the source is online and nothing newer is decoded yet, waits for the next
-        grabbed frame (a few source intervals at most). The returned image is not written
-        by the grabber until the next call.
+        grabbed frame (a few source intervals at most, and never more than ``timeout``:
+        the frame loop's budget). The returned image is not written by the grabber until
+        the next call.
         """
         self._check_stall()
         with self._cond:
@@ -443,7 +444,7 @@ class FrameGrabber:
                 self._cond.notify_all()
                 self._cond.wait_for(
                     lambda: self._has_newer(after_seq) or not self._online,
-                    self._catch_up_time(),
+                    min(self._catch_up_time(), float("inf") if timeout is None else timeout),
                 )
             return self._take(after_seq)
 

@@ -224,6 +224,7 @@ class Stats:
         self.idle_ticks = 0  # ticks with no new frame
         self.output_errors = 0
         self.latency = Ring()  # tick start -> outputs done
+        self.wait = Ring()  # tick start -> frame in hand (waiting for the camera)
         self.detect = Ring()
         self.classify = Ring()
         self._mark = (now, 0, time.process_time())
@@ -242,6 +243,7 @@ class Stats:
             "idle_ticks": self.idle_ticks,
             "skipped_ticks": skipped,
             "latency_ms": {"p50": p50, "p95": p95},
+            "wait_ms": dict(zip(("p50", "p95"), self.wait.percentiles(50, 95), strict=True)),
             "detect_ms": {"p50": self.detect.percentiles(50)[0]},
             "classify_ms": {"p50": self.classify.percentiles(50)[0]},
             "cpu_percent": round(100.0 * (cpu_now - cpu_then) / wall, 1),
@@ -339,6 +341,7 @@ class Service:
         self._last_stats: dict[str, object] | None = None
         self._errors_logged: set[tuple[int, str]] = set()
         self._on_frame = [(out, out.on_frame) for out in outputs]
+        self._wait_budget = 0.5 / settings.loop.fps
         # Outputs that asked for the image (the opt-in MQTT snapshot); usually none.
         self._on_image = [(o, o.on_image) for o in outputs if getattr(o, "wants_images", False)]
 
@@ -474,12 +477,15 @@ class Service:
         stats = self.stats
         assert stats is not None
         t0 = self._clock()
-        frame = self.grabber.latest(seq)
+        # The grabber decodes on demand: a frame may be a few ms away. Wait for it, but
+        # never more than half a slot, so a slow camera cannot make the loop overrun.
+        frame = self.grabber.latest(seq, self._wait_budget)
         result: FrameResult | None = None
         if frame is None:
             stats.idle_ticks += 1
         else:
             seq = frame.seq
+            stats.wait.add((self._clock() - t0) * 1000.0)
             if detect:
                 result = self.pipeline.process(frame.image, self.store.current)
                 result = replace(result, timestamp=frame.timestamp)

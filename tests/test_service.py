@@ -692,3 +692,32 @@ def test_a_second_ctrl_c_forces_exit_when_shutdown_hangs(face_video, sample_mode
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_the_loop_never_waits_for_the_camera_longer_than_half_a_slot(
+    face_video, sample_model, clean_env
+):
+    """A camera slower than the loop must not make ticks overrun (and count as skipped)."""
+    from edged.capture import FrameGrabber
+
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)], fps=2.0)
+    settings = load_settings(
+        None,
+        {
+            "camera": {"source": str(clip), "loop": True},
+            "model": {"path": str(sample_model)},
+            "loop": {"fps": 5, "duration": 1.0},
+            "mqtt": {"enabled": False},
+        },
+    )
+    timeouts: list[float | None] = []
+
+    class Watched(FrameGrabber):
+        def latest(self, after_seq=-1, timeout=None):
+            timeouts.append(timeout)
+            return super().latest(after_seq, timeout)
+
+    svc = Service(settings, [Recorder()])
+    svc.grabber = Watched(settings.camera, on_state=svc._camera_changed)
+    assert svc.run() == 0
+    assert timeouts and all(t is not None and t <= 0.5 / 5 for t in timeouts)
