@@ -324,7 +324,7 @@ class Service:
         self.pipeline = pipeline or Pipeline(
             FaceDetector(DetectorConfig(d.scale_factor, d.min_neighbors, d.min_size, d.max_width)),
             max_faces=settings.loop.max_faces,
-            track=TrackConfig(),  # video: scan near the faces already seen (bench/)
+            track=TrackConfig() if d.track else None,  # video: scan near known faces (bench/)
         )
         self.notifier = notifier or Notifier()
         self._clock = clock

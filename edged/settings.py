@@ -68,6 +68,11 @@ class DetectorSettings(Section):
     max_width: int = Field(
         320, ge=0, description="Downscale frames wider than this before detection (0: never)."
     )
+    track: bool = Field(
+        True,
+        description="Follow faces from frame to frame: most frames scan only near the last "
+        "face (much less CPU). Off: a full scan every frame (steadiest boxes).",
+    )
 
 
 class ModelSettings(Section):

@@ -721,3 +721,13 @@ def test_the_loop_never_waits_for_the_camera_longer_than_half_a_slot(
     svc.grabber = Watched(settings.camera, on_state=svc._camera_changed)
     assert svc.run() == 0
     assert timeouts and all(t is not None and t <= 0.5 / 5 for t in timeouts)
+
+
+def test_tracking_can_be_switched_off_for_a_full_scan_every_frame(clean_env):
+    no_mqtt = {"mqtt": {"enabled": False}}
+    on = Service(load_settings(None, no_mqtt), [])
+    off = Service(load_settings(None, {"detector": {"track": False}, **no_mqtt}), [])
+    assert on.pipeline.tracker is not None
+    assert off.pipeline.tracker is None
+    for svc in (on, off):
+        svc._stop.close()  # never run: close its wake-up pipe here
