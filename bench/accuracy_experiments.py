@@ -270,8 +270,11 @@ def section_workshop(items: Sequence[Sample], folds: int) -> None:
 
 def section_ablation(cache: Cache, items: Sequence[Sample], folds: int) -> None:
     print("\n## Ablation: one idea at a time (outer folds; exploratory)\n", flush=True)
-    d = DEFAULT
+    # "first": the region-prototype model as first built (radius 1, no margin); the
+    # variations are around it, the last line is the shipped default.
+    d = replace(DEFAULT, lbph=LBPHParams(radius=1), preprocess=PreprocessConfig())
     raw = PreprocessConfig(64, 0.0, "none")
+    pre = d.preprocess
     steps = [
         Config(
             "every face, nearest histogram, raw 64 px", replace(d, preprocess=raw), nearest=True
@@ -279,17 +282,18 @@ def section_ablation(cache: Cache, items: Sequence[Sample], folds: int) -> None:
         Config("every face, nearest histogram, CLAHE", d, nearest=True),
         Config("class means, no mirror, linear scorer", replace(d, band=0, mirror=False)),
         Config("class means + mirror, linear scorer", replace(d, band=0)),
-        Config("4 band prototypes per class + mirror (default)", d),
-        Config("default without mirror", replace(d, mirror=False)),
-        Config("default, 8 one-row bands", replace(d, band=1)),
-        Config("default, margin 0.1", replace(d, preprocess=replace(d.preprocess, margin=0.1))),
+        Config("first: 4 band prototypes per class + mirror", d),
+        Config("first without mirror", replace(d, mirror=False)),
+        Config("first, 8 one-row bands (40 histograms)", replace(d, band=1)),
+        Config("first, margin 0.1", replace(d, preprocess=replace(pre, margin=0.1))),
+        Config("first, equalize hist", replace(d, preprocess=replace(pre, equalize="hist"))),
+        Config("first, radius 2", replace(d, lbph=LBPHParams(radius=2))),
         Config(
-            "default, equalize hist", replace(d, preprocess=replace(d.preprocess, equalize="hist"))
+            "first, grid 6x6 (3 bands)", replace(d, lbph=LBPHParams(radius=1, grid_x=6, grid_y=6))
         ),
-        Config("default, radius 2", replace(d, lbph=LBPHParams(radius=2))),
-        Config("default, grid 6x6 (3 bands)", replace(d, lbph=LBPHParams(grid_x=6, grid_y=6))),
-        Config("default, 48 px faces", replace(d, preprocess=replace(d.preprocess, size=48))),
-        Config("default, 96 px faces", replace(d, preprocess=replace(d.preprocess, size=96))),
+        Config("first, 48 px faces", replace(d, preprocess=replace(pre, size=48))),
+        Config("first, 96 px faces", replace(d, preprocess=replace(pre, size=96))),
+        Config("shipped default: first + radius 2 + margin 0.1", DEFAULT),
     ]
     print(HEADER)
     for cfg in steps:
