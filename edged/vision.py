@@ -240,15 +240,31 @@ class Preprocessor:
         x1, y1 = min(shape[1], box.x + box.w + dx), min(shape[0], box.y + box.h + dy)
         return Box(x0, y0, max(1, x1 - x0), max(1, y1 - y0))
 
+    def _resize(self, crop: np.ndarray, n: int) -> np.ndarray:
+        """Area-average ``crop`` down to n x n.
+
+        OpenCV's INTER_AREA is fast only for whole-number ratios (~0.3 ms for a 300 px
+        face otherwise, a third of the classification), so a crop over twice the size is
+        first reduced by a whole factor k, trimmed (centred) to a multiple of k; the small
+        remainder goes through INTER_AREA as before. Same person-grouped CV accuracy.
+        """
+        h, w = crop.shape[:2]
+        k = min(h, w) // n
+        if k >= 2:
+            hh, ww = h - h % k, w - w % k
+            y0, x0 = (h - hh) // 2, (w - ww) // 2
+            crop = cv2.resize(
+                crop[y0 : y0 + hh, x0 : x0 + ww], (ww // k, hh // k), interpolation=cv2.INTER_AREA
+            )
+        return cv2.resize(crop, (n, n), dst=self._resized, interpolation=cv2.INTER_AREA)
+
     def __call__(self, gray: np.ndarray, box: Box) -> np.ndarray:
         """The face ready for LBPH. The result is a reused buffer: copy it to keep it."""
         b = self.crop_box(box, gray.shape)
         crop = gray[b.y : b.y + b.h, b.x : b.x + b.w]
         cfg = self.config
         if cfg.size:
-            crop = cv2.resize(
-                crop, (cfg.size, cfg.size), dst=self._resized, interpolation=cv2.INTER_AREA
-            )
+            crop = self._resize(crop, cfg.size)
         if cfg.equalize == "hist":
             return cv2.equalizeHist(crop, dst=self._out if cfg.size else None)
         if self._clahe is not None:
@@ -290,8 +306,9 @@ class ModelMeta:
     calibrated: bool = False
     format: int = MODEL_FORMAT
     trained_images: int = 0
-    weights: np.ndarray | None = None
-    bias: np.ndarray | None = None
+    # Arrays: left out of == and hash (the model version identifies a model's content).
+    weights: np.ndarray | None = field(default=None, compare=False)
+    bias: np.ndarray | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
