@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import sys
 import tempfile
 import time
@@ -110,7 +111,9 @@ class Cache:
 
     def _key(self, *parts: object) -> str:
         names = "\n".join(str(s.path) for s in self.items)
-        return hashlib.sha1(repr((names, *parts)).encode()).hexdigest()[:16]
+        # The code that makes faces is part of the key: a change to it invalidates the cache.
+        code = inspect.getsource(FaceDetector) + inspect.getsource(Preprocessor)
+        return hashlib.sha1(repr((names, code, cv2.__version__, *parts)).encode()).hexdigest()[:16]
 
     def _load(self, kind: str, parts: tuple, make) -> np.ndarray:
         key = f"{kind}-{self._key(*parts)}"
