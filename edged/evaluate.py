@@ -34,6 +34,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edged import fitting
+from edged.vision import DetectorConfig, ExpressionModel, FaceDetector, Preprocessor
+
 log = logging.getLogger("edged.evaluate")
 
 ECE_BINS = 10
@@ -328,8 +331,8 @@ def write_confusion_png(report: EvalReport, path: Path | str) -> None:
 
 
 def edged_pipeline(
-    fit_config: Any = None,
-    detector_config: Any = None,
+    fit_config: fitting.FitConfig | None = None,
+    detector_config: DetectorConfig | None = None,
     faces: dict[Path, np.ndarray | None] | None = None,
 ) -> tuple[TrainFn, PredictFn]:
     """The (train, predict) pair for edged's own pipeline: image-mode detector, the
@@ -338,9 +341,6 @@ def edged_pipeline(
     Detected faces are cached per path inside the pair, so k folds detect each image once;
     ``faces`` seeds that cache (edged-train passes the faces it already extracted).
     """
-    from edged import fitting
-    from edged.vision import ExpressionModel, FaceDetector, Preprocessor
-
     cfg = fit_config or fitting.FitConfig()
     detector = FaceDetector(detector_config or fitting.IMAGE_DETECTOR)
     pre = Preprocessor(cfg.preprocess)
