@@ -54,13 +54,17 @@ class TrackConfig:
     ``full_every``: look for new faces at least every this many frames (so a new
     face is found within that many frames); ``pad``: the region around a face, as a fraction
     of its side on every edge (how far it may move between two frames); ``grow`` and
-    ``shrink``: how much larger or smaller than last time it may appear.
+    ``shrink``: how much larger or smaller than last time it may appear; ``hold``: a
+    box that moved or resized by less than this fraction of its side keeps its last
+    position (a region scan answers a few pixels apart from frame to frame even for a
+    still face, and the expression must not flicker with it).
     """
 
     full_every: int = 5
     pad: float = 0.5
     grow: float = 1.25
     shrink: float = 0.8
+    hold: float = 0.06
 
 
 def _overlap(a: Box, b: Box) -> float:
@@ -125,6 +129,13 @@ class FaceTracker:
                 return self._full(gray)
             cx, cy = b.x + b.w / 2, b.y + b.h / 2
             best = min(hits, key=lambda c: (c.x + c.w / 2 - cx) ** 2 + (c.y + c.h / 2 - cy) ** 2)
+            still = cfg.hold * side
+            if (
+                abs(best.x + best.w / 2 - cx) <= still
+                and abs(best.y + best.h / 2 - cy) <= still
+                and abs(max(best.w, best.h) - side) <= still
+            ):
+                best = b
             if not any(_overlap(best, f) > 0.5 for f in found):
                 found.append(best)
         if self._since_full >= cfg.full_every:

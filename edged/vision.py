@@ -128,35 +128,35 @@ class FaceDetector:
         cfg = self.config
         h, w = gray.shape[:2]
         scale = self.scale_for(w)
-        ox = oy = 0
-        src = gray
-        if region is not None:
-            ox, oy = max(0, region.x), max(0, region.y)
-            src = gray[oy : min(h, region.y + region.h), ox : min(w, region.x + region.w)]
-            if src.size == 0:
-                return []
-        img = src
+        full = gray
         if scale != 1.0:
-            sh, sw = src.shape[:2]
-            size = (max(1, round(sw * scale)), max(1, round(sh * scale)))
-            if region is None:
-                small = self._small
-                if small is None or small.shape[::-1] != size:
-                    small = self._small = np.empty(size[::-1], np.uint8)
-                img = cv2.resize(src, size, dst=small, interpolation=cv2.INTER_AREA)
-            else:
-                img = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
+            # The whole frame is downscaled even for a region scan: the region's pixels
+            # are then exactly the full scan's, so its answer does not jitter with where
+            # the region happens to start.
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = self._small
+            if small is None or small.shape[::-1] != size:
+                small = self._small = np.empty(size[::-1], np.uint8)
+            full = cv2.resize(gray, size, dst=small, interpolation=cv2.INTER_AREA)
+        sx0 = sy0 = 0
+        img = full
+        if region is not None:
+            fh, fw = full.shape[:2]
+            sx0, sy0 = max(0, math.floor(region.x * scale)), max(0, math.floor(region.y * scale))
+            sx1 = min(fw, math.ceil((region.x + region.w) * scale))
+            sy1 = min(fh, math.ceil((region.y + region.h) * scale))
+            img = full[sy0:sy1, sx0:sx1]
+            if img.size == 0:
+                return []
         if exclude:
-            if img is src:  # never paint the caller's frame
-                img = src.copy()
+            if full is gray:  # never paint the caller's frame
+                img = img.copy()
             for b in exclude:
                 m = round(0.1 * max(b.w, b.h))
-                x0, y0 = (
-                    max(0, round((b.x - m - ox) * scale)),
-                    max(0, round((b.y - m - oy) * scale)),
-                )
-                x1 = round((b.x + b.w + m - ox) * scale)
-                y1 = round((b.y + b.h + m - oy) * scale)
+                x0 = max(0, round((b.x - m) * scale) - sx0)
+                y0 = max(0, round((b.y - m) * scale) - sy0)
+                x1 = round((b.x + b.w + m) * scale) - sx0
+                y1 = round((b.y + b.h + m) * scale) - sy0
                 patch = img[y0:y1, x0:x1]
                 if patch.size:
                     patch.fill(int(patch.mean()))
@@ -180,10 +180,10 @@ class FaceDetector:
         )
         boxes: list[Box] = []
         for x, y, bw, bh in found:
-            x0 = max(0, ox + round((x - pad) / scale))
-            y0 = max(0, oy + round((y - pad) / scale))
-            x1 = min(w, ox + round((x - pad + bw) / scale))
-            y1 = min(h, oy + round((y - pad + bh) / scale))
+            x0 = max(0, round((sx0 + x - pad) / scale))
+            y0 = max(0, round((sy0 + y - pad) / scale))
+            x1 = min(w, round((sx0 + x - pad + bw) / scale))
+            y1 = min(h, round((sy0 + y - pad + bh) / scale))
             if x1 > x0 and y1 > y0:
                 box = Box(x0, y0, x1 - x0, y1 - y0)
                 if not any(_inside(box, e) for e in exclude):

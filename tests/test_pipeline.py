@@ -147,3 +147,16 @@ def test_grayscale_buffer_is_reused_and_results_do_not_alias_it():
     r2 = pipe.process(placed(PHOTOS[1], 400, 260), None)
     assert pipe._gray is g1  # no new frame-sized allocation
     assert r1.faces[0].box != r2.faces[0].box
+
+
+@pytest.mark.parametrize("photo", PHOTOS, ids=lambda p: p.stem)
+def test_still_face_keeps_its_box_and_expression_under_tracking(sample_model, photo):
+    # Region scans answer a few pixels apart for the same face; the published
+    # expression must not flicker with that (nor the box wander off).
+    model = load_model(sample_model)
+    pipe = Pipeline(FaceDetector(DAEMON), track=TrackConfig())
+    frame = placed(photo, 220, 140)
+    results = [pipe.process(frame, model).faces[0] for _ in range(8)]
+    assert {r.box for r in results} == {results[0].box}
+    assert {r.expression for r in results} == {results[0].expression}
+    assert pipe.tracker is not None and pipe.tracker.region_scans >= 7
