@@ -2,8 +2,8 @@
 
 Everything is timed as CPU time of this one thread (``cv2.setNumThreads(1)``), with the
 workshop and edged interleaved in short blocks (a clip, a round of faces), so load from
-other processes on the machine inflates both sides alike. Medians and 95th percentiles; ratios of medians.
-``python -m bench soak`` is the daemon soak (see bench/soak.py).
+other processes on the machine inflates both sides alike. Medians and 95th percentiles;
+ratios of medians. ``python -m bench soak`` is the daemon soak (see bench/soak.py).
 """
 
 from __future__ import annotations
