@@ -629,9 +629,18 @@ def write_model(  # noqa: PLR0917
 
 
 def annotate(image: np.ndarray, box: Box, text: str) -> None:
-    """Draw what the workshop drew: a box and a caption above it (in place)."""
-    cv2.rectangle(image, (box.x, box.y), (box.x + box.w, box.y + box.h), (0, 255, 0), 2)
+    """Draw what the workshop drew: a box and a caption above it (in place).
+
+    Line widths grow with the face, so the caption stays readable on a large photo.
+    """
     scale = max(0.5, box.w / 250)
-    org = (box.x, max(int(20 * scale), box.y - 8))
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 4, cv2.LINE_AA)
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 0), 2, cv2.LINE_AA)
+    thick = max(2, round(scale * 2))
+    cv2.rectangle(image, (box.x, box.y), (box.x + box.w, box.y + box.h), (0, 255, 0), thick)
+    (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    # Above the box when there is room, else just inside its top edge.
+    y = box.y - thick - base if box.y - thick - base - th >= 0 else box.y + th + thick + 4
+    org = (box.x, y)
+    cv2.putText(
+        image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 3, cv2.LINE_AA
+    )
+    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 0), thick, cv2.LINE_AA)
