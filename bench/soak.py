@@ -256,7 +256,10 @@ def report(
         f"version {dict(rec.versions)} | every one, no tick skipped |",
         f"| exit status | {rc} | 0 |",
     ]
-    if rec.stats:
+    # The final stats record covers only the moments before shutdown: quote a full one.
+    full = [r for r in rec.stats if r.get("fps")] or rec.stats
+    if full:
+        last = full[-1]
         lines.append(
             f"| daemon's own last stats | fps {last.get('fps')}, cpu {last.get('cpu_percent')}%, "
             f"rss {last.get('rss_mb')} MB, latency p50/p95 {last.get('latency_ms')} ms | |"
