@@ -1,6 +1,6 @@
 """Turns prepared face images into the few histograms and the scorer a model file keeps.
 
-Why this shape (issue 7; numbers in docs/accuracy.md): a nearest-neighbour over every
+Why this shape (issue 7; numbers in README.md, Accuracy): a nearest-neighbour over every
 training face is slow, huge and barely beats chance on new people. Instead, per class,
 the mean LBPH histogram of its faces and their mirror images (averaged in square-root
 space, where chi-square behaves like a Euclidean distance) is cut into horizontal bands
@@ -56,7 +56,7 @@ class FitConfig:
     person-grouped folds that produce held-out distances."""
 
     lbph: LBPHParams = field(default_factory=LBPHParams)
-    # The Haar box as it is (a 10% margin ties with it in person-grouped CV: docs/accuracy.md).
+    # The Haar box as it is (a 10% margin ties with it in person-grouped CV: README, Accuracy).
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     band: int = 2
     mirror: bool = True

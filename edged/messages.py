@@ -1,7 +1,8 @@
 """What edged says over MQTT: topic names, payloads and Home Assistant discovery.
 
 Pure: values in, ``(topic, bytes)`` out. The publisher decides when and whether to send.
-Every payload is documented in docs/mqtt.md with an example; keep the two in step.
+Every payload is documented in README.md (MQTT and Home Assistant) with an example; keep
+the two in step.
 """
 
 from __future__ import annotations

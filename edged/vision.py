@@ -274,7 +274,7 @@ class Preprocessor:
 
 @dataclass(frozen=True)
 class LBPHParams:
-    # Radius 2 (not LBPH's 1): chosen by person-grouped CV for expressions (docs/accuracy.md).
+    # Radius 2 (not LBPH's 1): chosen by person-grouped CV for expressions (README, Accuracy).
     radius: int = 2
     neighbors: int = 8
     grid_x: int = 8
