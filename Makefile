@@ -41,7 +41,7 @@ check: lint test
 clean:
 	rm -rf $(VENV) build .pytest_cache
 
-# `sudo make install` / `sudo make uninstall`: edged as a systemd service (docs/deploy.md).
+# `sudo make install` / `sudo make uninstall`: edged as a systemd service (README.md, Deployment).
 # Both idempotent. Variables given on the command line reach the script: DESTDIR, PREFIX,
 # BINDIR, UNITDIR, PACKAGE, EXTRAS, PIP_INSTALL_ARGS, SYSTEMCTL, SYSTEM_DEPS.
 install uninstall:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install or remove edged as a systemd service. Called by `sudo make install` /
-# `sudo make uninstall`; both are idempotent. See docs/deploy.md.
+# `sudo make uninstall`; both are idempotent. See README.md, Deployment.
 #
 #   install    virtualenv in $PREFIX (with the system's site-packages, so Raspberry Pi OS's
 #              python3-picamera2 is importable), console scripts in $BINDIR, the unit in
@@ -185,9 +185,7 @@ do_install() {
 	sed -e "s#/opt/edged#$PREFIX#g" "$SRC/deploy/$UNIT" >"$DESTDIR$UNITDIR/$UNIT.tmp"
 	chmod 0644 "$DESTDIR$UNITDIR/$UNIT.tmp"
 	mv -f "$DESTDIR$UNITDIR/$UNIT.tmp" "$DESTDIR$UNITDIR/$UNIT"
-	if [ -f "$SRC/docs/deploy.md" ]; then
-		install -m 0644 "$SRC/docs/deploy.md" "$DESTDIR$PREFIX/share/doc/edged/"
-	fi
+	install -m 0644 "$SRC/README.md" "$DESTDIR$PREFIX/share/doc/edged/"
 	install_config
 	systemctl_ daemon-reload
 	# An update: restart only if it was running (a stopped service stays stopped).

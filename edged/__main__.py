@@ -1,3 +1,11 @@
+"""``python -m edged``: the daemon by default (``python -m edged --config F`` = ``edged run``)."""
+
+import sys
+
 from edged.cli import main
 
-raise SystemExit(main())
+_GLOBAL = {"-h", "--help", "--version", "--traceback"}
+argv = sys.argv[1:]
+if not argv or (argv[0].startswith("-") and argv[0] not in _GLOBAL):
+    argv = ["run", *argv]
+raise SystemExit(main(argv))
