@@ -223,6 +223,7 @@ class Stats:
         self.ticks = 0
         self.idle_ticks = 0  # ticks with no new frame
         self.output_errors = 0
+        self.pipeline_errors = 0
         self.latency = Ring()  # tick start -> outputs done
         self.wait = Ring()  # tick start -> frame in hand (waiting for the camera)
         self.detect = Ring()
@@ -250,6 +251,7 @@ class Stats:
             "rss_mb": rss_mb(),
             "uptime_s": round(now - self.started, 1),
             "output_errors": self.output_errors,
+            "pipeline_errors": self.pipeline_errors,
         }
 
 
@@ -340,6 +342,7 @@ class Service:
         self._ticker: Ticker | None = None
         self._last_stats: dict[str, object] | None = None
         self._errors_logged: set[tuple[int, str]] = set()
+        self._pipeline_error_logged: str | bool | None = False
         self._on_frame = [(out, out.on_frame) for out in outputs]
         self._wait_budget = 0.5 / settings.loop.fps
         # Outputs that asked for the image (the opt-in MQTT snapshot); usually none.
@@ -383,6 +386,16 @@ class Service:
                 signal.signal(s, h)
 
     # -- the loop -------------------------------------------------------------------------
+
+    def _pipeline_failed(self) -> None:
+        """A frame the pipeline could not process: counted, logged once per model."""
+        assert self.stats is not None
+        self.stats.pipeline_errors += 1
+        model = self.store.current
+        version = model.version if model is not None else None
+        if self._pipeline_error_logged != version:
+            self._pipeline_error_logged = version
+            log.exception("frame processing failed (model %s); skipping such frames", version)
 
     def _output_failed(self, out: Output, method: str) -> None:
         """A broken output must not stop the others or the daemon: count it, log it once."""
@@ -487,11 +500,15 @@ class Service:
             seq = frame.seq
             stats.wait.add((self._clock() - t0) * 1000.0)
             if detect:
-                result = self.pipeline.process(frame.image, self.store.current)
-                result = replace(result, timestamp=frame.timestamp)
-                stats.frames += 1
-                stats.detect.add(result.detect_ms)
-                stats.classify.add(result.classify_ms)
+                try:
+                    result = self.pipeline.process(frame.image, self.store.current)
+                except Exception:  # never die of one frame; the model store vets models
+                    self._pipeline_failed()
+                else:
+                    result = replace(result, timestamp=frame.timestamp)
+                    stats.frames += 1
+                    stats.detect.add(result.detect_ms)
+                    stats.classify.add(result.classify_ms)
         now = self._wall()
         for out, on_frame in self._on_frame:  # bound once, at start
             try:

@@ -552,7 +552,28 @@ def load_model(path: Path | str, labels: Sequence[str] | None = None) -> Express
         source = "labelled" if inside else "workshop"
     names = list(labels) if labels else list(WORKSHOP_CLASSES)
     classes = {i: inside.get(i) or (names[i] if 0 <= i < len(names) else str(i)) for i in ids}
-    return ExpressionModel(recognizer, classes, meta, file_version(data), source)
+    pre = meta.preprocess
+    if pre.size < 0 or 0 < pre.size < 2 * params.radius + max(params.grid_x, params.grid_y):
+        raise ModelError(f"model file {path} asks for {pre.size} px faces: too small for LBPH")
+    if not -0.4 <= pre.margin <= 1.0:
+        raise ModelError(f"model file {path} has an unusable crop margin {pre.margin}")
+    model = ExpressionModel(recognizer, classes, meta, file_version(data), source)
+    _self_test(model, path)
+    return model
+
+
+def _self_test(model: ExpressionModel, path: Path) -> None:
+    """Classify one synthetic face, so a model that loads but cannot predict is refused
+    here (and the daemon keeps its old one) instead of failing on the first real face."""
+    side = 96
+    face = np.tile(np.arange(side, dtype=np.uint8) * 2, (side, 1))
+    try:
+        p = model.predict(face, Box(8, 8, side - 16, side - 16))
+    except (cv2.error, ValueError, IndexError) as e:
+        detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise ModelError(f"model file {path} cannot classify a face ({detail})") from None
+    if not math.isfinite(p.confidence) or not 0.0 <= p.confidence <= 1.0:
+        raise ModelError(f"model file {path} gives no usable confidence (scorer is broken)")
 
 
 def write_model(  # noqa: PLR0917

@@ -1,0 +1,74 @@
+"""A model that loads but cannot classify never reaches the frame loop, and one bad frame
+never kills the daemon."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Segment, sample_images, train_sample_model
+
+from edged.errors import ModelError
+from edged.vision import load_model
+
+
+def _edit(path: Path, old: bytes, new: bytes) -> None:
+    data = path.read_bytes()
+    assert old in data
+    path.write_bytes(data.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(b"size: 64", b"size: 3"), (b"margin: 0.", b"margin: -0.9")],
+    ids=["face-size-too-small", "margin-crops-everything"],
+)
+def test_a_model_that_loads_but_cannot_classify_is_refused(tmp_path: Path, old: bytes, new: bytes):
+    path = tmp_path / "trainer.yml"
+    train_sample_model(path, ("happy", "sad"), per_class=3)
+    load_model(path)  # the untouched file is fine
+    _edit(path, old, new)
+    with pytest.raises(ModelError):
+        load_model(path)
+
+
+def test_the_daemon_keeps_its_model_when_a_replacement_cannot_classify(
+    tmp_path: Path, face_video, clean_env
+):
+    model = tmp_path / "trainer.yml"
+    version = train_sample_model(model, ("happy", "sad"), per_class=4)
+    clip, _ = face_video([Segment(sample_images("happy", 1)[0], 2.0)], fps=5)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edged",
+            "run",
+            "--source",
+            str(clip),
+            "--loop",
+            "--model",
+            str(model),
+            "--no-mqtt",
+            "--stdout",
+            "--duration",
+            "4",
+            "--fps",
+            "5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    bad = tmp_path / "bad.yml"
+    bad.write_bytes(model.read_bytes().replace(b"size: 64", b"size: 3", 1))
+    time.sleep(1.5)
+    bad.replace(model)  # atomically, as a trainer would
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "too small" in err
+    tail = [line for line in out.splitlines() if '"type": "frame"' in line][-3:]
+    assert tail and all(version in line for line in tail)
