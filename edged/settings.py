@@ -17,14 +17,23 @@ import tomllib
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from edged.errors import ConfigError
@@ -102,13 +111,24 @@ class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
 
 
+def _plain_topic(value: str) -> str:
+    # paho refuses wildcards only at publish time, which would stop MQTT for good long
+    # after start-up: refuse them here, where the person can see it.
+    if not value or any(c in value for c in "#+\x00"):
+        raise ValueError("must be a plain MQTT topic, without the wildcards + and #")
+    return value
+
+
+Topic = Annotated[str, AfterValidator(_plain_topic)]
+
+
 class MqttSettings(Section):
     enabled: bool = Field(True, description="Publish over MQTT.")
-    host: str = Field("localhost", description="Broker host name or address.")
+    host: str = Field("localhost", min_length=1, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
     keepalive: int = Field(60, ge=5, description="MQTT keepalive (s).")
     qos: int = Field(1, ge=0, le=2, description="QoS for state, events and availability.")
-    prefix: str = Field("edged", min_length=1, description="Topic prefix.")
+    prefix: Topic = Field("edged", description="Topic prefix (no + or #).")
     device_id: str = Field(
         default_factory=lambda: socket.gethostname().split(".")[0],
         min_length=1,
@@ -199,10 +219,9 @@ class SmoothingSettings(Section):
 
 class HomeAssistantSettings(Section):
     discovery: bool = Field(True, description="Announce entities with Home Assistant discovery.")
-    prefix: str = Field("homeassistant", min_length=1, description="Discovery topic prefix.")
-    status_topic: str = Field(
+    prefix: Topic = Field("homeassistant", description="Discovery topic prefix.")
+    status_topic: Topic = Field(
         "homeassistant/status",
-        min_length=1,
         description="Home Assistant's birth topic: discovery is re-sent when it says 'online'.",
     )
     device_name: str | None = Field(
@@ -313,6 +332,9 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
     token = _FILE_VALUES.set(file_values)
     try:
         return Settings(**(overrides or {}))
+    except SettingsError as e:  # e.g. an EDGED_MQTT='{...' variable that is not JSON
+        cause = f": {e.__cause__}" if e.__cause__ else ""
+        raise ConfigError(f"invalid configuration: {e}{cause}") from None
     except ValidationError as e:
         where = functools.partial(
             _origin, config=config, file_values=file_values, overrides=overrides or {},

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -156,3 +159,25 @@ def test_an_error_says_which_source_gave_the_bad_value(tmp_path, monkeypatch, cl
     assert f"loop.fps = -1 ({cfg})" in text
     assert "loop.max_faces = '-2' (environment EDGED_LOOP__MAX_FACES)" in text
     assert "loop.stats_interval = -1 (command line)" in text
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"EDGED_MQTT": "{not json"}, "mqtt"),
+        ({"EDGED_MQTT__HOST": ""}, "mqtt.host"),
+        ({"EDGED_MQTT__PREFIX": "home/#"}, "mqtt.prefix"),
+        ({"EDGED_HOMEASSISTANT__STATUS_TOPIC": "ha/+"}, "homeassistant.status_topic"),
+    ],
+    ids=["env-json-not-json", "empty-broker-host", "wildcard-prefix", "wildcard-status-topic"],
+)
+def test_values_that_would_only_fail_later_are_config_errors_exit_78(clean_env, env, field):
+    proc = subprocess.run(
+        [sys.executable, "-m", "edged", "config", "check"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert proc.returncode == 78, proc.stderr
+    assert field in proc.stderr and "Traceback" not in proc.stderr
