@@ -62,7 +62,8 @@ CREDENTIAL_NAME = "mqtt_password"  # systemd LoadCredential=mqtt_password:/etc/.
 # A safety net under "never publish while disconnected": the race between the broker
 # vanishing and paho noticing may queue a few messages, never more than this.
 MAX_QUEUED = 100
-STOP_TIMEOUT = 2.0  # s to wait for the retained "offline" on shutdown
+STOP_TIMEOUT = 1.0  # s to wait for the retained "offline" on shutdown (SIGTERM → exit in 2 s)
+CONNECT_TIMEOUT = 2.0  # s for one TCP connect; paho's 5 s default would hold up a shutdown
 
 _CONNACK_WORDS = {
     "Bad user name or password": "bad username or password (check mqtt.username and the "
@@ -125,6 +126,7 @@ def make_client(
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
     )
+    client.connect_timeout = CONNECT_TIMEOUT
     if will:
         topics = Topics.of(cfg.prefix, cfg.device_id)
         client.will_set(topics.availability, OFFLINE, qos=max(cfg.qos, 1), retain=True)
@@ -329,7 +331,15 @@ class MqttPublisher:
             except (RuntimeError, ValueError):
                 log.warning("MQTT: could not publish 'offline' before exit")
         self.client.disconnect()
-        self.client.loop_stop()
+        # loop_stop() joins paho's thread without a limit, and that thread may sit in a
+        # TCP connect to an unreachable broker: give it half a second, then leave it
+        # (a daemon thread) to end with the process, so SIGTERM still exits in time.
+        stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(0.5)
+        if stopper.is_alive():
+            log.debug("MQTT: network thread still connecting; not waiting for it")
+            return
         sock = self.client.socket()  # paho leaves it open if stopped mid-reconnect
         if sock is not None:
             sock.close()
