@@ -32,14 +32,13 @@ import cv2
 import numpy as np
 
 from edged.errors import CameraError
-from edged.settings import CameraSettings
+from edged.settings import CameraSettings, redact_credentials
 
 log = logging.getLogger(__name__)
 
 StateCallback = Callable[[bool, str], None]
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-_CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 DEFAULT_FILE_FPS = 25.0  # pace for a file (or image sequence) that states no rate
 STALE_GRABS = 2  # a decoded frame this many grabs behind the newest is not handed out
 
@@ -85,7 +84,7 @@ def source_kind(source: str) -> SourceKind:
 
 def display_name(source: str) -> str:
     """The source as it may appear in logs: a URL's ``user:password@`` is hidden."""
-    return _CREDENTIALS.sub(r"\1***@", source.strip())
+    return redact_credentials(source.strip())
 
 
 def has_gstreamer() -> bool:

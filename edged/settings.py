@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import socket
 import textwrap
 import tomllib
@@ -348,6 +349,16 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
 # -- TOML output: `edged config check` (effective settings) and the example file ----------
 
 
+# ``scheme://user:password@`` anywhere in a string (a URL, or one inside a GStreamer
+# pipeline); greedy up to the last ``@`` of the authority, as passwords may hold ``@``.
+_URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with every URL's ``user:password@`` shown as ``***@``: for logs and dumps."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -357,7 +368,8 @@ def _toml_value(value: Any) -> str:
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, SecretStr):
         return '"***"'
-    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
+    # A JSON string is a TOML basic string.
+    return json.dumps(redact_credentials(str(value)), ensure_ascii=False)
 
 
 def _section_fields() -> list[tuple[str, type[BaseModel]]]:

@@ -181,3 +181,24 @@ def test_values_that_would_only_fail_later_are_config_errors_exit_78(clean_env, 
     )
     assert proc.returncode == 78, proc.stderr
     assert field in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "rtsp://admin:s3cret@cam/stream",
+        "rtsp://admin:p@s3cret@cam/stream",  # a password holding '@'
+        "rtspsrc location=rtsp://admin:s3cret@cam:554/x ! decodebin ! appsink",
+    ],
+)
+def test_camera_passwords_never_reach_logs_or_config_check(clean_env, source):
+    from edged.capture import display_name
+
+    assert "s3cret" not in display_name(source)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edged", "config", "check"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "EDGED_CAMERA__SOURCE": source},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "***@cam" in proc.stdout and "s3cret" not in proc.stdout + proc.stderr
