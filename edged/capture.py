@@ -375,6 +375,7 @@ class FrameGrabber:
         self._decode_all = decode_all
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._report_lock = threading.Lock()  # taken before _lock, never inside it
         self._cond = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         # Buffers (see the module docstring): back is the thread's, front the consumer's.
@@ -671,7 +672,16 @@ class FrameGrabber:
         self._report(False, reason)
 
     def _report(self, online: bool, reason: str) -> None:
-        """Log and tell the owner once per change of state (or of the offline reason)."""
+        """Log and tell the owner once per change of state (or of the offline reason).
+
+        Both the grabber thread and the consumer (a stall noticed in ``latest``) report;
+        ``_report_lock`` keeps the state change and its callback together, so the owner
+        hears the changes in the order they happened.
+        """
+        with self._report_lock:
+            self._report_locked(online, reason)
+
+    def _report_locked(self, online: bool, reason: str) -> None:
         key = (online, None if online else reason)
         with self._cond:
             self._online = online
