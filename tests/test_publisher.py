@@ -73,19 +73,21 @@ def connected(p: MqttPublisher) -> bool:
 
 def test_connect_sends_discovery_then_state_then_online_all_retained(broker, collector, make_pub):
     c = collector(broker, "#")
-    pub = make_pub(settings_for(broker), start=False)
+    base = "edged/t0"
+    # A device id no other test uses: no retained leftovers can reorder what arrives.
+    pub = make_pub(settings_for(broker, mqtt={"device_id": "t0"}), start=False)
     pub.on_frame(None, 0.0)  # the first tick makes state "none", kept until connected
     pub.start()
-    c.wait_for(f"{BASE}/availability", lambda m: m.text == "online")
-    c.wait_for(f"{BASE}/state")
-    topics = [m.topic for m in c.messages if "t1" in m.topic]  # not other tests' leftovers
-    avail = topics.index(f"{BASE}/availability")
+    c.wait_for(f"{base}/availability", lambda m: m.text == "online")
+    c.wait_for(f"{base}/state")
+    topics = [m.topic for m in c.messages if "t0" in m.topic]  # not other tests' leftovers
+    avail = topics.index(f"{base}/availability")
     assert all(t.startswith("homeassistant/") for t in topics[:6])
     assert max(topics.index(t) for t in topics if t.startswith("homeassistant/")) < avail
-    cfg = json.loads(c.on("homeassistant/sensor/edged_t1/expression/config")[0].payload)
+    cfg = json.loads(c.on("homeassistant/sensor/edged_t0/expression/config")[0].payload)
     assert cfg["options"] == [*CLASSES, "none"]
-    assert topics.index(f"{BASE}/state") < avail
-    late = collector(broker, "homeassistant/+/edged_t1/#")  # retained copies come flagged
+    assert topics.index(f"{base}/state") < avail
+    late = collector(broker, "homeassistant/+/edged_t0/#")  # retained copies come flagged
     assert wait_until(lambda: len(late.messages) == 6, 5)
     assert all(m.retain for m in late.messages)
 
