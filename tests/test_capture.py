@@ -6,7 +6,6 @@ pixels which frame it got and check that it matches the frame's sequence number.
 
 from __future__ import annotations
 
-import functools
 import http.server
 import itertools
 import logging
@@ -14,7 +13,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -368,27 +367,6 @@ def test_missing_file_retries_then_recovers_when_it_appears(
     assert g.online
     assert states.onlines() == [False, True]
     assert g.wait(f.seq, timeout=5) is not None  # and frames keep flowing
-
-
-@pytest.fixture
-def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A real HTTP server on a free port serving a folder: (folder, base URL)."""
-    folder = tmp_path / "www"
-    folder.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    srv = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder))
-    )
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield folder, f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
-    t.join(5)
 
 
 def test_broken_stream_is_reopened_and_frames_flow_again(http_dir, grabbers) -> None:

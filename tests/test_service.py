@@ -6,8 +6,6 @@ come, through a reader thread, with generous liveness deadlines (never speed che
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import json
 import os
@@ -317,27 +315,6 @@ def test_sighup_reloads_the_model_file(daemon, face_video, sample_model):
 
 
 # -- the camera: retried, never fatal ---------------------------------------------------
-
-
-@pytest.fixture
-def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A real HTTP server serving a folder: a network camera stream that can break."""
-    folder = tmp_path / "www"
-    folder.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    srv = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder))
-    )
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield folder, f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
-    t.join(5)
 
 
 CAMERA_RETRY = {"EDGED_CAMERA__RETRY_INITIAL": "0.1", "EDGED_CAMERA__RETRY_MAX": "0.3"}
