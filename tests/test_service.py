@@ -27,7 +27,7 @@ from conftest import CLASSES, Segment, sample_images, scene, train_sample_model
 
 from edged.pipeline import Pipeline
 from edged.service import Controls, JsonLinesOutput, Ring, Service, Waker
-from edged.settings import DetectorSettings, load_settings
+from edged.settings import DetectorSettings, Settings, load_settings
 from edged.vision import Box, DetectorConfig, FaceDetector, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -473,20 +473,25 @@ class Broken(Recorder):
         raise RuntimeError("output bug")
 
 
+def looping_clip_settings(clip: Path, model: Path, fps: float, duration: float) -> Settings:
+    """Settings for an in-process daemon on a looping clip, no MQTT, stopping by itself."""
+    return load_settings(
+        None,
+        {
+            "camera": {"source": str(clip), "loop": True},
+            "model": {"path": str(model)},
+            "loop": {"fps": fps, "duration": duration},
+            "mqtt": {"enabled": False},
+        },
+    )
+
+
 @pytest.mark.slow
 def test_clearing_the_detect_switch_stops_face_processing_and_a_broken_output_harms_nobody(
     face_video, sample_model, clean_env
 ):
     clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
-    settings = load_settings(
-        None,
-        {
-            "camera": {"source": str(clip), "loop": True},
-            "model": {"path": str(sample_model)},
-            "loop": {"fps": 20, "duration": 1.5},
-            "mqtt": {"enabled": False},
-        },
-    )
+    settings = looping_clip_settings(clip, sample_model, fps=20, duration=1.5)
     controls = Controls()
 
     def pause_after_five(rec: Recorder, result) -> None:
@@ -588,15 +593,7 @@ def test_watchdog_pings_come_only_from_the_loop_so_a_hung_frame_stops_them(
     from edged.notify import Notifier
 
     clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
-    settings = load_settings(
-        None,
-        {
-            "camera": {"source": str(clip), "loop": True},
-            "model": {"path": str(sample_model)},
-            "loop": {"fps": 10, "duration": 3.0},
-            "mqtt": {"enabled": False},
-        },
-    )
+    settings = looping_clip_settings(clip, sample_model, fps=10, duration=3.0)
     pings: list[float] = []
 
     def send(message: str) -> None:
@@ -678,15 +675,7 @@ def test_the_loop_never_waits_for_the_camera_longer_than_half_a_slot(
     from edged.capture import FrameGrabber
 
     clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)], fps=2.0)
-    settings = load_settings(
-        None,
-        {
-            "camera": {"source": str(clip), "loop": True},
-            "model": {"path": str(sample_model)},
-            "loop": {"fps": 5, "duration": 1.0},
-            "mqtt": {"enabled": False},
-        },
-    )
+    settings = looping_clip_settings(clip, sample_model, fps=5, duration=1.0)
     timeouts: list[float | None] = []
 
     class Watched(FrameGrabber):
