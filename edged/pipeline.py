@@ -180,8 +180,13 @@ class Pipeline:
         return cv2.cvtColor(frame, code, dst=g)
 
     def process(
-        self, frame: np.ndarray, model: ExpressionModel | None, classify: bool = True
+        self,
+        frame: np.ndarray,
+        model: ExpressionModel | None,
+        classify: bool = True,
+        timestamp: float = 0.0,
     ) -> FrameResult:
+        """``timestamp`` (the frame's capture time) is carried into the result as is."""
         t0 = self._clock()
         gray = self._to_gray(frame)
         finder = self.tracker or self.detector
@@ -200,4 +205,5 @@ class Pipeline:
             model_version=model.version if model is not None else None,
             detect_ms=(t1 - t0) * 1000.0,
             classify_ms=(t2 - t1) * 1000.0,
+            timestamp=timestamp,
         )

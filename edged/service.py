@@ -24,7 +24,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
@@ -501,11 +500,12 @@ class Service:
             stats.wait.add((self._clock() - t0) * 1000.0)
             if detect:
                 try:
-                    result = self.pipeline.process(frame.image, self.store.current)
+                    result = self.pipeline.process(
+                        frame.image, self.store.current, timestamp=frame.timestamp
+                    )
                 except Exception:  # never die of one frame; the model store vets models
                     self._pipeline_failed()
                 else:
-                    result = replace(result, timestamp=frame.timestamp)
                     stats.frames += 1
                     stats.detect.add(result.detect_ms)
                     stats.classify.add(result.classify_ms)
