@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml tools/system-deps
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) -m edged.demo --workdir $(DEMO)
+	$(PY) -m edged demo --workdir $(DEMO)
 
 test: $(STAMP)
 	@tools/system-deps --test

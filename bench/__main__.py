@@ -25,20 +25,15 @@ import numpy as np
 
 from bench import frames
 from bench.workshop import Workshop, workshop_pipeline
-from edged import fitting
-from edged.datasets import load_dataset, person_of
-from edged.evaluate import Item, cross_validate
-from edged.pipeline import Pipeline, TrackConfig
-from edged.vision import (
-    WORKSHOP_CLASSES,
-    Box,
-    DetectorConfig,
-    ExpressionModel,
-    FaceDetector,
-    Preprocessor,
-    load_model,
-    write_model,
-)
+from edged.training import fitting
+from edged.training.datasets import load_dataset, person_of
+from edged.training.evaluate import Item, cross_validate
+from edged.vision.detector import IMAGE_DETECTOR, Box, DetectorConfig, FaceDetector
+from edged.vision.model import WORKSHOP_CLASSES, ExpressionModel
+from edged.vision.model_file import load_model, write_model
+from edged.vision.pipeline import Pipeline
+from edged.vision.preprocess import Preprocessor
+from edged.vision.tracker import TrackConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL = ROOT.parent / "shared" / "datasets" / "facial_expressions"
@@ -124,7 +119,7 @@ class Faces:
 
 def extract(items: Sequence[Item]) -> Faces:
     ws = Workshop()
-    det = FaceDetector(fitting.IMAGE_DETECTOR)
+    det = FaceDetector(IMAGE_DETECTOR)
     pre = Preprocessor(fitting.FitConfig().preprocess)
     wcrops: dict[Path, list[np.ndarray]] = {}
     efaces: dict[Path, np.ndarray | None] = {}
@@ -364,7 +359,7 @@ def rss():
 before = rss()
 t = time.thread_time()
 if sys.argv[2] == 'edged':
-    from edged.vision import load_model
+    from edged.vision.model_file import load_model
     load_model(sys.argv[1])
 else:
     r = cv2.face.LBPHFaceRecognizer_create()
@@ -461,7 +456,7 @@ def accuracy(res: Results, faces: Faces, folds: int) -> None:
 
 
 def _edged_pair(faces: Faces) -> tuple:
-    from edged.evaluate import edged_pipeline
+    from edged.training.evaluate import edged_pipeline
 
     return edged_pipeline(faces=dict(faces.edged))
 

@@ -33,9 +33,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edged import fitting
-from edged.datasets import Sample, load_dataset
-from edged.evaluate import (
+from edged.training import fitting
+from edged.training.datasets import Sample, load_dataset
+from edged.training.evaluate import (
     EvalReport,
     Outcome,
     Trained,
@@ -43,17 +43,10 @@ from edged.evaluate import (
     format_report,
     person_folds,
 )
-from edged.vision import (
-    Box,
-    DetectorConfig,
-    FaceDetector,
-    LBPHParams,
-    ModelMeta,
-    PreprocessConfig,
-    Preprocessor,
-    to_gray,
-    write_model,
-)
+from edged.vision.detector import IMAGE_DETECTOR, Box, DetectorConfig, FaceDetector, to_gray
+from edged.vision.model import LBPHParams, ModelMeta
+from edged.vision.model_file import write_model
+from edged.vision.preprocess import PreprocessConfig, Preprocessor
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL = ROOT.parent / "shared" / "datasets" / "facial_expressions"
@@ -63,7 +56,7 @@ DETECTORS = {
     "workshop (1.3, 5)": WORKSHOP_DETECTOR,
     "1.1, 4, min 20%, pad 0.3": DetectorConfig(1.1, 4, 0.2, pad=0.3),
     "1.1, 2, min 25%, pad 0.3, 160 px": DetectorConfig(1.1, 2, 0.25, max_width=160, pad=0.3),
-    "default: 1.05, 3, min 20%, pad 0.5, 128 px": fitting.IMAGE_DETECTOR,
+    "default: 1.05, 3, min 20%, pad 0.5, 128 px": IMAGE_DETECTOR,
 }
 
 
@@ -74,7 +67,7 @@ class Config:
 
     name: str
     fit: fitting.FitConfig
-    detector: DetectorConfig = fitting.IMAGE_DETECTOR
+    detector: DetectorConfig = IMAGE_DETECTOR
     nearest: bool = False
 
 
@@ -356,8 +349,8 @@ def section_cost(cache: Cache, items: Sequence[Sample]) -> None:
     d = DEFAULT
     train, _ = pipeline(cache, Config("default", d))
     model = train(items).state
-    faces = cache.faces(fitting.IMAGE_DETECTOR, d.preprocess)
-    found = cache.boxes(fitting.IMAGE_DETECTOR)[:, 0] >= 0
+    faces = cache.faces(IMAGE_DETECTOR, d.preprocess)
+    found = cache.boxes(IMAGE_DETECTOR)[:, 0] >= 0
     sample = faces[found][:300]
     cv2.setNumThreads(1)
     for f in sample[:20]:
@@ -369,7 +362,7 @@ def section_cost(cache: Cache, items: Sequence[Sample]) -> None:
             model.predict_face(f)
     per_face = (time.process_time() - t0) * 1000 / (reps * len(sample))
     every = fitting.FittedModel(
-        list(cache.hists(fitting.IMAGE_DETECTOR, d.preprocess, d.lbph, False)[found]),
+        list(cache.hists(IMAGE_DETECTOR, d.preprocess, d.lbph, False)[found]),
         [CLASSES.index(s.label) for s, ok in zip(items, found, strict=True) if ok],
         dict(enumerate(CLASSES)),
         d.lbph,

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edged.capture import FrameGrabber
+from edged.daemon.capture import FrameGrabber
 from edged.settings import CameraSettings
 
 ROOT = Path(__file__).resolve().parent.parent

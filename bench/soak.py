@@ -65,12 +65,15 @@ def make_clip(path: Path, seconds: float, fps: float) -> None:
 
 def make_model(path: Path, per_class: int | None) -> str:
     """An edged model from the committed sample (a different one for ``per_class``)."""
-    from edged import fitting
-    from edged.datasets import load_dataset
-    from edged.vision import WORKSHOP_CLASSES, FaceDetector, Preprocessor, write_model
+    from edged.training import fitting
+    from edged.training.datasets import load_dataset
+    from edged.vision.detector import IMAGE_DETECTOR, FaceDetector
+    from edged.vision.model import WORKSHOP_CLASSES
+    from edged.vision.model_file import write_model
+    from edged.vision.preprocess import Preprocessor
 
     ds = load_dataset(SAMPLE, WORKSHOP_CLASSES, "lists")
-    det = FaceDetector(fitting.IMAGE_DETECTOR)
+    det = FaceDetector(IMAGE_DETECTOR)
     cfg = fitting.FitConfig()
     pre = Preprocessor(cfg.preprocess)
     ids = {c: i for i, c in enumerate(WORKSHOP_CLASSES)}

@@ -21,8 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edged.evaluate import Labelled, Trained
-from edged.vision import WORKSHOP_CLASSES, cascade_path
+from edged.training.evaluate import Labelled, Trained
+from edged.vision.detector import cascade_path
+from edged.vision.model import WORKSHOP_CLASSES
 
 
 @dataclass(frozen=True, slots=True)

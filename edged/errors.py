@@ -2,6 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from enum import IntEnum
+
+log = logging.getLogger("edged")
+
+
+class ExitStatus(IntEnum):
+    """sysexits.h values, so scripts and systemd can tell failures apart."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    DATAERR = 65  # a dataset or input that cannot be used
+    NOINPUT = 66  # a model or input file that is missing or unreadable
+    UNAVAILABLE = 69  # camera or broker not reachable
+    SOFTWARE = 70  # a bug: traceback shown
+    CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus=78 stops restart loops
+    INTERRUPTED = 130
+
 
 class EdgedError(Exception):
     """An expected failure with a message meant for the person running edged."""
@@ -25,3 +47,43 @@ class CameraError(EdgedError):
 
 class BrokerError(EdgedError):
     """The MQTT broker refused us or cannot be reached."""
+
+
+class InputMissing(EdgedError):
+    """An input path that does not exist (exit 66, like a missing model)."""
+
+
+# Each kind of error and its exit status; the first match wins (subclasses first).
+_STATUS: tuple[tuple[type[EdgedError], ExitStatus], ...] = (
+    (ConfigError, ExitStatus.CONFIG),
+    (DatasetError, ExitStatus.DATAERR),
+    (ModelError, ExitStatus.NOINPUT),
+    (InputMissing, ExitStatus.NOINPUT),
+    (CameraError, ExitStatus.UNAVAILABLE),
+    (BrokerError, ExitStatus.UNAVAILABLE),
+)
+
+
+def exit_status_for(err: EdgedError) -> ExitStatus:
+    """The one place an error becomes an exit status."""
+    for kind, status in _STATUS:
+        if isinstance(err, kind):
+            return status
+    return ExitStatus.ERROR
+
+
+def run_guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
+    """Run a command: its own errors become one line and their exit status; anything
+    else is a bug, logged with its traceback (raised with ``--traceback``), exit 70."""
+    try:
+        return int(fn(args))
+    except EdgedError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return exit_status_for(e)
+    except KeyboardInterrupt:
+        return ExitStatus.INTERRUPTED
+    except Exception:
+        if getattr(args, "traceback", False):
+            raise
+        log.exception("unexpected error (a bug: please report it with this traceback)")
+        return ExitStatus.SOFTWARE

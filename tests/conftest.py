@@ -18,15 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edged import fitting
-from edged.demo import Segment, scene, write_video  # noqa: F401 (re-exported for tests)
-from edged.vision import (
-    DetectorConfig,
-    FaceDetector,
-    Preprocessor,
-    to_gray,
-    write_model,
-)
+from edged.commands.demo import Segment, scene, write_video  # noqa: F401 (re-exported for tests)
+from edged.training import fitting
+from edged.vision.detector import DetectorConfig, FaceDetector, to_gray
+from edged.vision.model_file import write_model
+from edged.vision.preprocess import Preprocessor
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "facial_expressions"

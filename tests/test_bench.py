@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.__main__ import main
 from bench.workshop import Workshop
-from edged.vision import load_model
+from edged.vision.model_file import load_model
 
 
 def test_workshop_model_written_by_the_bench_loads_in_edged_as_a_workshop_model(tmp_path):

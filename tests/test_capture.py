@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.capture import (
+from edged.daemon.capture import (
     CameraError,
     FrameGrabber,
     SourceKind,

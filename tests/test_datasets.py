@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from edged.datasets import (
+from edged.errors import DatasetError
+from edged.training.datasets import (
     DEFAULT_CLASSES,
     load_dataset,
     normalize_label,
     parse_classes,
     person_of,
 )
-from edged.errors import DatasetError
 
 
 def pairs(ds) -> set[tuple[str, str]]:

@@ -9,14 +9,14 @@ import sys
 import cv2
 import pytest
 
-from edged.demo import Segment, scene, write_video
+from edged.commands.demo import Segment, scene, write_video
 
 
 @pytest.mark.slow
 def test_demo_trains_runs_the_daemon_on_a_clip_and_prints_json_and_a_summary(tmp_path):
     work = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "edged.demo", "--workdir", str(work), "--seconds", "1", "--no-mqtt"],
+        [sys.executable, "-m", "edged", "demo", "--workdir", str(work), "--seconds", "1", "--no-mqtt"],
         check=False,
         capture_output=True,
         text=True,
@@ -38,7 +38,7 @@ def test_demo_trains_runs_the_daemon_on_a_clip_and_prints_json_and_a_summary(tmp
 
 def test_demo_without_the_sample_says_where_it_looked(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "edged.demo", "--workdir", str(tmp_path), "--dataset", "nope"],
+        [sys.executable, "-m", "edged", "demo", "--workdir", str(tmp_path), "--dataset", "nope"],
         check=False,
         capture_output=True,
         text=True,

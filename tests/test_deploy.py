@@ -100,7 +100,7 @@ def test_unit_is_notify_with_watchdog_reload_and_bounded_restarts():
 
 
 def test_unit_does_not_restart_loop_on_bad_config_exit_78():
-    from edged.cli import ExitStatus
+    from edged.errors import ExitStatus
 
     statuses = unit_settings()["Service"]["RestartPreventExitStatus"][0].split()
     assert str(int(ExitStatus.CONFIG)) in statuses

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from conftest import CLASSES, sample_images
 
-from edged.detect import InputMissing, plan
-from edged.errors import EdgedError
-from edged.vision import WORKSHOP_CLASSES, cascade_path
+from edged.commands.detect import plan
+from edged.errors import EdgedError, InputMissing
+from edged.vision.detector import cascade_path
+from edged.vision.model import WORKSHOP_CLASSES
 
 
 def edged(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.datasets import load_dataset
-from edged.evaluate import (
+from edged.training.datasets import load_dataset
+from edged.training.evaluate import (
     EvalReport,
     Item,
     Labelled,

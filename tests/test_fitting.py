@@ -10,22 +10,18 @@ import numpy as np
 import pytest
 from conftest import CLASSES, sample_images
 
-from edged import fitting
 from edged.errors import ModelError
-from edged.vision import (
-    FaceDetector,
-    LBPHParams,
-    PreprocessConfig,
-    Preprocessor,
-    load_model,
-    write_model,
-)
+from edged.training import fitting
+from edged.vision.detector import IMAGE_DETECTOR, FaceDetector
+from edged.vision.model import LBPHParams
+from edged.vision.model_file import load_model, write_model
+from edged.vision.preprocess import PreprocessConfig, Preprocessor
 
 
 @pytest.fixture(scope="module")
 def sample_faces() -> tuple[list[np.ndarray], list[int], list[str]]:
     """Every sample face, prepared the way training does, with its class id and person."""
-    detector = FaceDetector(fitting.IMAGE_DETECTOR)
+    detector = FaceDetector(IMAGE_DETECTOR)
     pre = Preprocessor(PreprocessConfig())
     faces, labels, people = [], [], []
     for i, cls in enumerate(CLASSES):

@@ -7,7 +7,8 @@ import math
 from datetime import datetime
 
 from edged import __version__
-from edged.messages import (
+from edged.daemon.smoothing import NONE, State, Transition
+from edged.mqtt.messages import (
     ENTITIES,
     Discovery,
     Topics,
@@ -19,9 +20,8 @@ from edged.messages import (
     state_payload,
     stats_payload,
 )
-from edged.pipeline import FaceResult, FrameResult
-from edged.smoothing import NONE, State, Transition
-from edged.vision import Box
+from edged.vision.detector import Box
+from edged.vision.pipeline import FaceResult, FrameResult
 
 WALL = 1_763_900_000.25  # 2025-11-23T12:13:20.250Z
 T = Topics.of("edged", "kitchen")

@@ -12,7 +12,7 @@ import pytest
 from conftest import Segment, sample_images, train_sample_model
 
 from edged.errors import ModelError
-from edged.vision import load_model
+from edged.vision.model_file import load_model
 
 
 def _edit(path: Path, old: bytes, new: bytes) -> None:

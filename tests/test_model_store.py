@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import CLASSES, train_sample_model
 
-from edged import fitting
-from edged.model_store import ModelStatus, ModelStore
-from edged.vision import LBPHParams, load_model
+from edged.daemon.model_store import ModelStatus, ModelStore
+from edged.training import fitting
+from edged.vision.model import LBPHParams
+from edged.vision.model_file import load_model
 
 POLL = 0.05
 

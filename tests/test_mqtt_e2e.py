@@ -23,16 +23,10 @@ import pytest
 from conftest import CLASSES, SAMPLE, Segment, sample_images, scene, write_video
 from fixtures_broker import PASSWORD, USER, Broker, Collector, wait_until
 
-from edged.vision import (
-    DetectorConfig,
-    FaceDetector,
-    LBPHParams,
-    ModelMeta,
-    PreprocessConfig,
-    Preprocessor,
-    to_gray,
-    write_model,
-)
+from edged.vision.detector import DetectorConfig, FaceDetector, to_gray
+from edged.vision.model import LBPHParams, ModelMeta
+from edged.vision.model_file import write_model
+from edged.vision.preprocess import PreprocessConfig, Preprocessor
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

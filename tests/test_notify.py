@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edged import notify
-from edged.notify import Notifier, watchdog_interval
+from edged.daemon import notify
+from edged.daemon.notify import Notifier, watchdog_interval
 
 
 @pytest.fixture

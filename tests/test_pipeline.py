@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from conftest import SAMPLE, scene
 
-from edged.pipeline import FaceTracker, Pipeline, TrackConfig
-from edged.vision import Box, DetectorConfig, FaceDetector, load_model, to_gray
+from edged.vision.detector import Box, DetectorConfig, FaceDetector, to_gray
+from edged.vision.model_file import load_model
+from edged.vision.pipeline import Pipeline
+from edged.vision.tracker import FaceTracker, TrackConfig
 
 DAEMON = DetectorConfig(scale_factor=1.2, min_neighbors=5, min_size=0.1, max_width=320)
 PHOTOS = [
@@ -52,7 +54,7 @@ def test_region_scan_reports_the_face_a_full_scan_finds_in_frame_coordinates(det
     gray = to_gray(placed(PHOTOS[0], 300, 150))
     (full, *_) = detector.detect(gray)
     region = Box(full.x - 60, full.y - 60, full.w + 120, full.h + 120)
-    near = detector.detect(gray, region, (int(full.w * 0.8), int(full.w * 1.25)))
+    near = detector.scan(detector.prepare(gray), region, (int(full.w * 0.8), int(full.w * 1.25)))
     assert near, "the region scan lost the face"
     assert iou(near[0], full) > 0.7
 
@@ -62,7 +64,7 @@ def test_painting_out_a_known_face_never_touches_the_callers_frame():
     gray = to_gray(placed(PHOTOS[0], 300, 150))
     before = gray.copy()
     (face, *_) = det.detect(gray)
-    assert det.detect(gray, exclude=[face]) == []
+    assert det.scan(det.prepare(gray), exclude=[face]) == []
     assert np.array_equal(gray, before)
 
 

@@ -17,13 +17,14 @@ import pytest
 from fixtures_broker import PASSWORD, USER, Broker, wait_until
 
 from edged.cli import main
+from edged.daemon.model_store import ModelStatus
+from edged.daemon.service import Controls
 from edged.errors import ConfigError
-from edged.model_store import ModelStatus
-from edged.pipeline import FaceResult, FrameResult
-from edged.publisher import MqttPublisher, resolve_password
-from edged.service import Controls
+from edged.mqtt.client import resolve_password
+from edged.mqtt.publisher import MqttPublisher
 from edged.settings import load_settings
-from edged.vision import Box
+from edged.vision.detector import Box
+from edged.vision.pipeline import FaceResult, FrameResult
 
 pytestmark = pytest.mark.broker
 
@@ -317,8 +318,8 @@ def test_last_will_says_offline_when_the_process_is_killed(broker, collector, tm
     script = textwrap.dedent(
         f"""
         import time
-        from edged.publisher import MqttPublisher
-        from edged.service import Controls
+        from edged.mqtt.publisher import MqttPublisher
+        from edged.daemon.service import Controls
         from edged.settings import load_settings
         s = load_settings(None, {{"mqtt": {{"host": "{broker.host}", "port": {broker.port},
                                             "device_id": "t4"}}}})

@@ -25,10 +25,11 @@ import cv2
 import pytest
 from conftest import CLASSES, Segment, sample_images, scene, train_sample_model
 
-from edged.pipeline import Pipeline
-from edged.service import Controls, JsonLinesOutput, Ring, Service, Waker
+from edged.daemon.service import Controls, JsonLinesOutput, Ring, Service, Waker
 from edged.settings import DetectorSettings, Settings, load_settings
-from edged.vision import Box, DetectorConfig, FaceDetector, load_model
+from edged.vision.detector import Box, DetectorConfig, FaceDetector
+from edged.vision.model_file import load_model
+from edged.vision.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 LIVENESS = 20.0  # seconds: a generous deadline, not a speed assertion
@@ -538,9 +539,9 @@ def test_the_waker_returns_at_once_when_set_and_sleeps_otherwise():
 
 
 def test_json_lines_output_writes_one_parseable_record_per_event():
-    from edged.model_store import ModelStatus
-    from edged.pipeline import FaceResult, FrameResult
-    from edged.vision import Box
+    from edged.daemon.model_store import ModelStatus
+    from edged.vision.detector import Box
+    from edged.vision.pipeline import FaceResult, FrameResult
 
     buf = io.StringIO()
     out = JsonLinesOutput(buf)
@@ -590,7 +591,7 @@ def test_a_closed_stdout_turns_the_json_output_off_instead_of_killing_the_daemon
 def test_watchdog_pings_come_only_from_the_loop_so_a_hung_frame_stops_them(
     face_video, sample_model, clean_env
 ):
-    from edged.notify import Notifier
+    from edged.daemon.notify import Notifier
 
     clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
     settings = looping_clip_settings(clip, sample_model, fps=10, duration=3.0)
@@ -619,7 +620,7 @@ def test_watchdog_pings_come_only_from_the_loop_so_a_hung_frame_stops_them(
 
 HANGING_STOP = """
 import sys, time
-from edged.service import Service
+from edged.daemon.service import Service
 from edged.settings import load_settings
 
 class HangsOnStop:
@@ -672,7 +673,7 @@ def test_the_loop_never_waits_for_the_camera_longer_than_half_a_slot(
     face_video, sample_model, clean_env
 ):
     """A camera slower than the loop must not make ticks overrun (and count as skipped)."""
-    from edged.capture import FrameGrabber
+    from edged.daemon.capture import FrameGrabber
 
     clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)], fps=2.0)
     settings = looping_clip_settings(clip, sample_model, fps=5, duration=1.0)

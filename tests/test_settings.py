@@ -192,7 +192,7 @@ def test_values_that_would_only_fail_later_are_config_errors_exit_78(clean_env, 
     ],
 )
 def test_camera_passwords_never_reach_logs_or_config_check(clean_env, source):
-    from edged.capture import display_name
+    from edged.daemon.capture import display_name
 
     assert "s3cret" not in display_name(source)
     proc = subprocess.run(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edged.pipeline import FaceResult, FrameResult
-from edged.smoothing import NONE, Smoother, SmoothingConfig, Step
-from edged.vision import Box
+from edged.daemon.smoothing import NONE, Smoother, SmoothingConfig, Step
+from edged.vision.detector import Box
+from edged.vision.pipeline import FaceResult, FrameResult
 
 BOX = Box(10, 10, 100, 100)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edged.ticker import Ticker
+from edged.daemon.ticker import Ticker
 
 
 def run(ticker: Ticker, work: list[float], wake_late: float = 0.0) -> list[float]:

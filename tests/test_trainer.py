@@ -15,11 +15,12 @@ import pytest
 from conftest import CLASSES, sample_images
 from test_datasets import make_folders_dataset, make_legend_dataset
 
-from edged import fitting
-from edged.datasets import load_dataset
 from edged.errors import DatasetError
-from edged.trainer import ClassCounts, Progress, format_table, save, train
-from edged.vision import LBPHParams, load_model
+from edged.training import fitting
+from edged.training.datasets import load_dataset
+from edged.training.trainer import ClassCounts, Progress, format_table, save, train
+from edged.vision.model import LBPHParams
+from edged.vision.model_file import load_model
 
 TRAIN = [sys.executable, "-c", "from edged.cli import train_main; raise SystemExit(train_main())"]
 

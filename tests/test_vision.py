@@ -10,16 +10,9 @@ import pytest
 from conftest import CLASSES, sample_images, train_sample_model
 
 from edged.errors import ModelError
-from edged.vision import (
-    Box,
-    DetectorConfig,
-    FaceDetector,
-    PreprocessConfig,
-    Preprocessor,
-    cascade_path,
-    load_model,
-    to_gray,
-)
+from edged.vision.detector import Box, DetectorConfig, FaceDetector, cascade_path, to_gray
+from edged.vision.model_file import load_model
+from edged.vision.preprocess import PreprocessConfig, Preprocessor
 
 
 def test_installed_opencv_ships_the_frontal_haar_cascade_and_finds_a_face(sample_dir: Path):

@@ -34,8 +34,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edged import fitting
-from edged.vision import DetectorConfig, ExpressionModel, FaceDetector, Preprocessor
+from edged.training import fitting
+from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector
+from edged.vision.model import ExpressionModel
+from edged.vision.preprocess import Preprocessor
 
 log = logging.getLogger("edged.evaluate")
 
@@ -342,7 +344,7 @@ def edged_pipeline(
     ``faces`` seeds that cache (edged-train passes the faces it already extracted).
     """
     cfg = fit_config or fitting.FitConfig()
-    detector = FaceDetector(detector_config or fitting.IMAGE_DETECTOR)
+    detector = FaceDetector(detector_config or IMAGE_DETECTOR)
     pre = Preprocessor(cfg.preprocess)
     cache: dict[Path, np.ndarray | None] = dict(faces or {})
 

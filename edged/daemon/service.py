@@ -14,57 +14,27 @@ so a hung loop stops the watchdog pings and systemd restarts the service.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import select
 import signal
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from edged.pipeline import FrameResult, Pipeline, TrackConfig
-from edged.ticker import Ticker
+from edged.daemon.ticker import Ticker
+from edged.vision.pipeline import FrameResult, Pipeline
+from edged.vision.tracker import TrackConfig
 
 if TYPE_CHECKING:
-    from edged.capture import FrameGrabber
-    from edged.model_store import ModelStatus, ModelStore
-    from edged.notify import Notifier
+    from edged.daemon.capture import FrameGrabber
+    from edged.daemon.model_store import ModelStatus, ModelStore
+    from edged.daemon.notify import Notifier
     from edged.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class Output(Protocol):
-    """Where results go. Every method is called from the loop thread and must not block."""
-
-    def start(self) -> None:
-        """Non-blocking: connect in the background."""
-
-    def on_frame(self, result: FrameResult | None, now: float) -> None:
-        """Every tick; None = no new frame, or detection switched off this tick.
-
-        ``now`` is the wall clock (``time.time()``), for timestamps in payloads; it can
-        jump (NTP), so measure intervals with ``time.monotonic()`` instead.
-        """
-
-    def on_camera(self, online: bool, reason: str) -> None:
-        """The camera went online or offline (``reason`` says why)."""
-
-    def on_model(self, status: ModelStatus) -> None:
-        """The model changed: loaded, reload failed (old one kept), or missing."""
-
-    def on_stats(self, stats: dict[str, object]) -> None:
-        """Every ``loop.stats_interval`` seconds, and once more at shutdown."""
-
-    def stop(self) -> None:
-        """Publish offline, disconnect; quick."""
 
 
 class Controls:
@@ -78,217 +48,6 @@ class Controls:
         # Set = the loop asks the model store to reload (and clears it). SIGHUP does the
         # same through a plain flag: an Event is not safe to set from a signal handler.
         self.reload = threading.Event()
-
-
-def build_outputs(settings: Settings, controls: Controls) -> list[Output]:
-    """The outputs ``edged run`` feeds, from settings (the one place outputs are made)."""
-    outputs: list[Output] = []
-    if settings.output.stdout:
-        outputs.append(JsonLinesOutput(sys.stdout))
-    if settings.mqtt.enabled:
-        # --- MQTT: the publisher is constructed here (edged/publisher.py) ---
-        try:
-            from edged import publisher
-        except ImportError:
-            log.warning("MQTT output is not available in this build; running without it")
-        else:
-            outputs.append(publisher.MqttPublisher(settings, controls))
-    return outputs
-
-
-# -- the stdout output ------------------------------------------------------------------
-
-
-def face_json(result: FrameResult) -> list[dict[str, Any]]:
-    """The faces of a frame as `edged detect --json` writes them."""
-    return [
-        {
-            "expression": f.expression,
-            "confidence": round(f.confidence, 4),
-            "distance": round(f.distance, 2),
-            "box": f.box.as_list(),
-        }
-        for f in result.faces
-    ]
-
-
-class JsonLinesOutput:
-    """One JSON object per line: ``frame``, ``camera``, ``model`` and ``stats`` records.
-
-    For pipes and log collectors (``edged run --stdout | jq``). A closed pipe turns the
-    output off instead of stopping the daemon.
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._open = True
-
-    def _write(self, record: dict[str, Any]) -> None:
-        if not self._open:
-            return
-        try:
-            self._stream.write(json.dumps(record) + "\n")
-            self._stream.flush()
-        except (BrokenPipeError, ValueError):  # reader went away / stream closed
-            self._open = False
-            log.warning("stdout is closed: no more JSON lines")
-            with contextlib.suppress(OSError, ValueError):
-                # So the interpreter's final flush does not fail again at exit.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
-
-    def start(self) -> None:
-        pass
-
-    def on_frame(self, result: FrameResult | None, now: float) -> None:
-        if result is None:
-            return
-        self._write(
-            {
-                "type": "frame",
-                "time": round(result.timestamp or now, 3),
-                "model_version": result.model_version,
-                "faces": face_json(result),
-                "detect_ms": round(result.detect_ms, 2),
-                "classify_ms": round(result.classify_ms, 2),
-            }
-        )
-
-    def on_camera(self, online: bool, reason: str) -> None:
-        self._write({"type": "camera", "online": online, "reason": reason})
-
-    def on_model(self, status: ModelStatus) -> None:
-        self._write(
-            {
-                "type": "model",
-                "state": status.state,
-                "version": status.version,
-                "error": status.error,
-                "classes": list(status.classes),
-                "load_ms": None if status.load_ms is None else round(status.load_ms, 1),
-                "reloads": status.reloads,
-                "failures": status.failures,
-            }
-        )
-
-    def on_stats(self, stats: dict[str, object]) -> None:
-        self._write({"type": "stats", **stats})
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._stream.flush()
-
-
-# -- stats ------------------------------------------------------------------------------
-
-
-class Ring:
-    """The last ``size`` samples in a preallocated array: bounded memory, no per-frame list."""
-
-    __slots__ = ("_buf", "count")
-
-    def __init__(self, size: int = 512) -> None:
-        self._buf = np.zeros(size, dtype=np.float64)
-        self.count = 0
-
-    def add(self, value: float) -> None:
-        self._buf[self.count % self._buf.shape[0]] = value
-        self.count += 1
-
-    def percentiles(self, *qs: float) -> list[float | None]:
-        n = min(self.count, self._buf.shape[0])
-        if n == 0:
-            return [None for _ in qs]
-        values = np.percentile(self._buf[:n], qs)
-        return [round(float(v), 2) for v in values]
-
-
-def rss_mb() -> float | None:
-    """Resident memory from /proc (Linux); None elsewhere."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            pages = int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-
-
-class Stats:
-    """Counters the loop keeps; `snapshot` turns them into the stats dict."""
-
-    def __init__(self, target_fps: float, now: float) -> None:
-        self.target_fps = target_fps
-        self.started = now
-        self.frames = 0  # frames processed (new frame, detection on)
-        self.ticks = 0
-        self.idle_ticks = 0  # ticks with no new frame
-        self.output_errors = 0
-        self.pipeline_errors = 0
-        self.latency = Ring()  # tick start -> outputs done
-        self.wait = Ring()  # tick start -> frame in hand (waiting for the camera)
-        self.detect = Ring()
-        self.classify = Ring()
-        self._mark = (now, 0, time.process_time())
-
-    def snapshot(self, now: float, skipped: int) -> dict[str, object]:
-        since, frames_then, cpu_then = self._mark
-        cpu_now = time.process_time()
-        wall = max(now - since, 1e-9)
-        self._mark = (now, self.frames, cpu_now)
-        p50, p95 = self.latency.percentiles(50, 95)
-        return {
-            "fps": round((self.frames - frames_then) / wall, 2),
-            "target_fps": self.target_fps,
-            "frames": self.frames,
-            "ticks": self.ticks,
-            "idle_ticks": self.idle_ticks,
-            "skipped_ticks": skipped,
-            "latency_ms": {"p50": p50, "p95": p95},
-            "wait_ms": dict(zip(("p50", "p95"), self.wait.percentiles(50, 95), strict=True)),
-            "detect_ms": {"p50": self.detect.percentiles(50)[0]},
-            "classify_ms": {"p50": self.classify.percentiles(50)[0]},
-            "cpu_percent": round(100.0 * (cpu_now - cpu_then) / wall, 1),
-            "rss_mb": rss_mb(),
-            "uptime_s": round(now - self.started, 1),
-            "output_errors": self.output_errors,
-            "pipeline_errors": self.pipeline_errors,
-        }
-
-
-# -- waking the loop --------------------------------------------------------------------
-
-
-class Waker:
-    """A stop flag the loop can sleep on; `set` is safe from signal handlers and threads.
-
-    A self-pipe rather than ``threading.Event``: Event.set takes a lock the interrupted
-    main thread may hold, and a handler waiting on it would deadlock.
-    """
-
-    def __init__(self) -> None:
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._w, False)
-        self.flag = False
-
-    def set(self) -> None:
-        self.flag = True
-        with contextlib.suppress(OSError):  # pipe full: a wake-up is already pending
-            os.write(self._w, b"x")
-
-    def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` s or until `set`; returns the flag."""
-        if not self.flag and timeout > 0:
-            ready, _, _ = select.select([self._r], [], [], timeout)
-            if ready:
-                with contextlib.suppress(OSError):
-                    os.read(self._r, 64)
-        return self.flag
-
-    def close(self) -> None:
-        os.close(self._r)
-        os.close(self._w)
-
-
-# -- the service ------------------------------------------------------------------------
 
 
 class Service:
@@ -307,10 +66,10 @@ class Service:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        from edged.capture import FrameGrabber
-        from edged.model_store import ModelStore
-        from edged.notify import Notifier
-        from edged.vision import DetectorConfig, FaceDetector
+        from edged.daemon.capture import FrameGrabber
+        from edged.daemon.model_store import ModelStore
+        from edged.daemon.notify import Notifier
+        from edged.vision.detector import DetectorConfig, FaceDetector
 
         self.settings = settings
         self.outputs = outputs

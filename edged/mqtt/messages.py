@@ -12,10 +12,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from edged import __version__
-from edged.pipeline import FrameResult
-from edged.smoothing import NONE, State, Transition
+from edged.daemon.smoothing import NONE, State, Transition
+
+if TYPE_CHECKING:
+    from edged.settings import Settings
+from edged.vision.pipeline import FrameResult
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -23,15 +27,33 @@ ON = "ON"
 OFF = "OFF"
 
 
+def check_topic(topic: str) -> str:
+    """``topic`` if it can be published to: not empty, no wildcard, no NUL, no empty level
+    at its ends. paho refuses such topics only at publish time, inside its network
+    thread, so the value type checks them when it is made."""
+    if not topic or any(c in topic for c in "#+\x00") or topic.startswith("/") or topic.endswith("/"):
+        raise ValueError(f"{topic!r} is not a plain MQTT topic (no +, #, or leading/trailing /)")
+    if len(topic.encode()) > 65535:
+        raise ValueError("an MQTT topic is at most 65535 bytes")
+    return topic
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """Every topic of one device, under ``<prefix>/<device_id>``."""
+    """Every topic of one device, under ``<prefix>/<device_id>``; validates itself."""
 
     base: str
+
+    def __post_init__(self) -> None:
+        check_topic(self.base)
 
     @classmethod
     def of(cls, prefix: str, device_id: str) -> Topics:
         return cls(f"{prefix.strip('/')}/{device_id}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        return cls.of(settings.mqtt.prefix, settings.mqtt.device_id)
 
     @property
     def availability(self) -> str:
@@ -170,6 +192,16 @@ class Discovery:
     device_id: str
     name: str  # shown in Home Assistant
     topics: Topics
+
+    def __post_init__(self) -> None:
+        check_topic(self.prefix.strip("/"))
+
+    @classmethod
+    def of(cls, settings: Settings) -> Discovery:
+        """This device's discovery, from ``[mqtt]`` and ``[homeassistant]``."""
+        cfg, ha = settings.mqtt, settings.homeassistant
+        name = ha.device_name or f"edged {cfg.device_id}"
+        return cls(ha.prefix, cfg.device_id, name, Topics.from_settings(settings))
 
     @property
     def node(self) -> str:

@@ -17,22 +17,14 @@ from typing import Any, TextIO
 
 import cv2
 
-from edged import fitting
-from edged.datasets import is_image_name, normalize_label
-from edged.errors import EdgedError
-from edged.pipeline import FrameResult, Pipeline
+from edged.errors import EdgedError, ExitStatus, InputMissing
 from edged.settings import load_settings
-from edged.vision import (
-    WORKSHOP_CLASSES,
-    DetectorConfig,
-    ExpressionModel,
-    FaceDetector,
-    load_model,
-)
-from edged.vision import annotate as draw
-
-EX_DATAERR = 65  # some input could not be read as an image
-EX_NOINPUT = 66  # an input path does not exist
+from edged.training.datasets import is_image_name, normalize_label
+from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector
+from edged.vision.draw import draw_faces
+from edged.vision.model import WORKSHOP_CLASSES, ExpressionModel
+from edged.vision.model_file import load_model
+from edged.vision.pipeline import FrameResult, Pipeline
 
 CONFIDENCE_HELP = (
     "confidence is 0..1: how far the best class stands out from the others (a softmax "
@@ -132,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--min-size",
         type=_fraction,
         help="smallest face as a fraction of the shorter image side (default "
-        f"{fitting.IMAGE_DETECTOR.min_size}; lower it for group photos)",
+        f"{IMAGE_DETECTOR.min_size}; lower it for group photos)",
     )
     p.set_defaults(func=run)
 
@@ -198,28 +190,12 @@ def plan(inputs: list[Path], output: Path | None) -> list[Job]:
     return jobs
 
 
-class InputMissing(EdgedError):
-    """An input path that does not exist (exit 66, like a missing model)."""
-
-
-def caption(expression: str | None, confidence: float) -> str:
-    return f"{expression} {100 * confidence:.0f}%" if expression else "face"
-
-
 def result_json(job: Job, shape: tuple[int, ...], result: FrameResult) -> dict[str, Any]:
     return {
         "image": str(job.source),
         "width": int(shape[1]),
         "height": int(shape[0]),
-        "faces": [
-            {
-                "expression": f.expression,
-                "confidence": round(f.confidence, 4),
-                "distance": round(f.distance, 2),
-                "box": f.box.as_list(),
-            }
-            for f in result.faces
-        ],
+        "faces": [f.as_dict() for f in result.faces],
         "output": str(job.output) if job.output else None,
         "model_version": result.model_version,
     }
@@ -267,16 +243,12 @@ def open_model(
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    try:
-        jobs = plan(list(args.images), args.output)
-    except InputMissing as e:
-        print(f"edged: error: {e}", file=err)
-        return EX_NOINPUT
+    jobs = plan(list(args.images), args.output)  # InputMissing: exit 66
     settings = load_settings(args.config)
     model_path: Path = args.model or settings.model.path
     labels = args.labels or settings.model.labels
     model = open_model(model_path, labels, args.labels is None and bool(labels), err)
-    cfg = fitting.IMAGE_DETECTOR
+    cfg = IMAGE_DETECTOR
     if args.min_size is not None:
         cfg = DetectorConfig(
             cfg.scale_factor, cfg.min_neighbors, args.min_size, cfg.max_width, cfg.pad
@@ -294,8 +266,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             continue
         result = pipeline.process(image, model)
         if job.output is not None:
-            for f in result.faces:
-                draw(image, f.box, caption(f.expression, f.confidence))
+            draw_faces(image, result.faces)
             job.output.parent.mkdir(parents=True, exist_ok=True)
             try:
                 ok = cv2.imwrite(str(job.output), image)
@@ -311,5 +282,5 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             print(result_text(job, result), file=out, flush=True)
     if failed:
         print(f"edged detect: {failed} of {len(jobs)} images could not be read", file=err)
-        return EX_DATAERR
+        return ExitStatus.DATAERR
     return 0

@@ -15,9 +15,9 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from edged.pipeline import FrameResult
+from edged.daemon.outputs import NONE
+from edged.vision.pipeline import FrameResult
 
-NONE = "none"  # the state's expression when no face is in view (or detection is off)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,24 +21,20 @@ from typing import TextIO
 import cv2
 import numpy as np
 
-from edged import fitting
-from edged.datasets import DEFAULT_CLASSES, Dataset, Sample, load_dataset, parse_classes
-from edged.errors import DatasetError, EdgedError
-from edged.evaluate import (
+from edged.errors import DatasetError, EdgedError, run_guarded
+from edged.training import fitting
+from edged.training.datasets import DEFAULT_CLASSES, Dataset, Sample, load_dataset, parse_classes
+from edged.training.evaluate import (
     EvalReport,
     cross_validate,
     edged_pipeline,
     format_report,
     write_confusion_png,
 )
-from edged.vision import (
-    DetectorConfig,
-    FaceDetector,
-    LBPHParams,
-    Preprocessor,
-    to_gray,
-    write_model,
-)
+from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector, to_gray
+from edged.vision.model import LBPHParams
+from edged.vision.model_file import write_model
+from edged.vision.preprocess import Preprocessor
 
 # How many file names an error or warning quotes before "and N more".
 SHOW_NAMES = 5
@@ -278,7 +274,7 @@ def train(
             f"({_examples(names)}); fix the lists or pass --skip-missing"
         )
     cfg = fitting.FitConfig(lbph=lbph or LBPHParams())
-    det = FaceDetector(detector or fitting.IMAGE_DETECTOR)
+    det = FaceDetector(detector or IMAGE_DETECTOR)
     pre = Preprocessor(cfg.preprocess)
     bar = Progress("finding faces", len(dataset.samples), stream, enabled=progress)
     faces = extract_faces(dataset, det, pre, bar)
@@ -328,7 +324,7 @@ def evaluate(
     check_folds(items, folds)
     cfg = fitting.FitConfig(lbph=lbph or LBPHParams())
     train_fn, predict_fn = edged_pipeline(
-        cfg, detector or fitting.IMAGE_DETECTOR, faces=result.faces.by_path
+        cfg, detector or IMAGE_DETECTOR, faces=result.faces.by_path
     )
     bar = Progress("evaluating", folds, stream, enabled=progress)
     report = cross_validate(
@@ -528,3 +524,8 @@ def run(args: argparse.Namespace) -> int:
             raise EdgedError(f"cannot write {args.eval_png}: {e}") from None
         print(f"confusion matrix: {args.eval_png}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``edged-train``."""
+    return run_guarded(run, build_parser().parse_args(argv), "edged-train")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from edged.errors import DatasetError
-from edged.vision import WORKSHOP_CLASSES
+from edged.vision.model import WORKSHOP_CLASSES
 
 Layout = Literal["lists", "legend", "folders"]
 LAYOUTS: tuple[Layout, ...] = ("lists", "legend", "folders")

@@ -25,28 +25,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edged.vision import (
-    DetectorConfig,
-    ExpressionModel,
-    FaceDetector,
-    LBPHParams,
-    ModelMeta,
-    PreprocessConfig,
-    Preprocessor,
-    load_model,
-    to_gray,
-    write_model,
-)
+from edged.vision.detector import FaceDetector, to_gray
+from edged.vision.model import ExpressionModel, LBPHParams, ModelMeta
+from edged.vision.model_file import load_model, write_model
+from edged.vision.pipeline import largest_face
+from edged.vision.preprocess import PreprocessConfig, Preprocessor
 
 log = logging.getLogger("edged.fitting")
-
-# Still photos (training images, `edged detect` on a file): the dataset's photos are
-# tight face crops, so pad the image before the scan (room for the cascade window),
-# scan a downscaled copy (speed) with a fine scale step and few neighbours (recall).
-IMAGE_DETECTOR = DetectorConfig(
-    scale_factor=1.05, min_neighbors=3, min_size=0.2, max_width=128, pad=0.5
-)
-
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -294,11 +279,7 @@ def extract_face(path: Path | str, detector: FaceDetector, pre: Preprocessor) ->
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         return None
-    gray = to_gray(image)
-    boxes = detector.detect(gray)
-    if not boxes:
-        return None
-    return pre(gray, boxes[0]).copy()
+    return largest_face(to_gray(image), detector, pre)
 
 
 def to_model(fitted: FittedModel) -> ExpressionModel:

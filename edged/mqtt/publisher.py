@@ -15,24 +15,21 @@ backoff does the retrying; a refused connection is logged once, in words.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import socket
-import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from edged.errors import BrokerError, ConfigError
-from edged.messages import (
+from edged.daemon.smoothing import Smoother, SmoothingConfig, Step
+from edged.mqtt.client import describe_connack, describe_oserror, make_client
+from edged.mqtt.messages import (
     OFF,
     OFFLINE,
     ON,
@@ -43,123 +40,20 @@ from edged.messages import (
     discovery_messages,
     event_payload,
     parse_switch,
-    removal_messages,
     state_payload,
     stats_payload,
 )
-from edged.smoothing import Smoother, SmoothingConfig, Step
-from edged.vision import annotate
+from edged.vision.draw import draw_faces
 
 if TYPE_CHECKING:
-    from edged.model_store import ModelStatus
-    from edged.pipeline import FrameResult
-    from edged.service import Controls
-    from edged.settings import MqttSettings, Settings
+    from edged.daemon.model_store import ModelStatus
+    from edged.daemon.service import Controls
+    from edged.settings import Settings
+    from edged.vision.pipeline import FrameResult
 
 log = logging.getLogger(__name__)
 
-CREDENTIAL_NAME = "mqtt_password"  # systemd LoadCredential=mqtt_password:/etc/...
-# A safety net under "never publish while disconnected": the race between the broker
-# vanishing and paho noticing may queue a few messages, never more than this.
-MAX_QUEUED = 100
 STOP_TIMEOUT = 1.0  # s to wait for the retained "offline" on shutdown (SIGTERM → exit in 2 s)
-CONNECT_TIMEOUT = 2.0  # s for one TCP connect; paho's 5 s default would hold up a shutdown
-
-_CONNACK_WORDS = {
-    "Bad user name or password": "bad username or password (check mqtt.username and the "
-    "password, password_file or the mqtt_password credential)",
-    # MQTT 3.1.1 brokers (mosquitto 2) answer a wrong password with "not authorized".
-    "Not authorized": "not authorized: bad username or password, or this client is not "
-    "allowed (check mqtt.username, the password and the broker's ACL)",
-    "Client identifier not valid": "the broker rejected the client id (mqtt.client_id)",
-    "Server unavailable": "the broker says it is unavailable",
-    "Unsupported protocol version": "the broker does not speak MQTT 3.1.1",
-}
-
-
-def resolve_password(cfg: MqttSettings, environ: Mapping[str, str] = os.environ) -> str | None:
-    """The password: ``password``, else ``password_file``, else the systemd credential."""
-    if cfg.password is not None:
-        return cfg.password.get_secret_value()
-    path = cfg.password_file
-    if path is None and environ.get("CREDENTIALS_DIRECTORY"):
-        cred = Path(environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        path = cred if cred.is_file() else None
-    if path is None:
-        return None
-    try:
-        return path.read_text().rstrip("\r\n")
-    except OSError as e:
-        raise ConfigError(f"mqtt.password_file: cannot read {path}: {e.strerror}") from None
-
-
-def describe_connack(reason: object) -> str:
-    """A CONNACK refusal in words a person can act on."""
-    text = str(reason)
-    return _CONNACK_WORDS.get(text, f"the broker refused the connection ({text})")
-
-
-def describe_oserror(err: BaseException | None, host: str, port: int) -> str:
-    """Why the TCP/TLS connection failed, e.g. an untrusted certificate or no listener."""
-    where = f"{host}:{port}"
-    if isinstance(err, ssl.SSLCertVerificationError):
-        return f"TLS: the broker's certificate is not trusted ({err.verify_message}) at {where}"
-    if isinstance(err, ssl.SSLError):
-        return f"TLS handshake with {where} failed ({err.reason or err})"
-    if isinstance(err, ConnectionRefusedError):
-        return f"connection refused by {where} (is the broker running and listening there?)"
-    if isinstance(err, socket.gaierror):
-        return f"unknown broker host {host!r} ({err.strerror})"
-    if isinstance(err, TimeoutError | socket.timeout):
-        return f"timed out connecting to {where}"
-    if isinstance(err, OSError):
-        return f"cannot connect to {where}: {err.strerror or err}"
-    return f"cannot connect to {where}"
-
-
-def make_client(
-    settings: Settings, will: bool = True, environ: Mapping[str, str] = os.environ
-) -> mqtt.Client:
-    """A configured (not yet connected) paho client: id, will, credentials, TLS, backoff."""
-    cfg = settings.mqtt
-    client_id = cfg.client_id or f"edged-{cfg.device_id}"
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
-    )
-    client.connect_timeout = CONNECT_TIMEOUT
-    if will:
-        topics = Topics.of(cfg.prefix, cfg.device_id)
-        client.will_set(topics.availability, OFFLINE, qos=max(cfg.qos, 1), retain=True)
-    password = resolve_password(cfg, environ)
-    if cfg.username is not None or password is not None:
-        client.username_pw_set(cfg.username or "", password)
-    if cfg.uses_tls:
-        for key in ("ca_file", "certfile", "keyfile"):
-            path = getattr(cfg, key)
-            if path is not None and not Path(path).is_file():
-                raise ConfigError(f"mqtt.{key}: {path} does not exist")
-        try:
-            client.tls_set(
-                ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                certfile=str(cfg.certfile) if cfg.certfile else None,
-                keyfile=str(cfg.keyfile) if cfg.keyfile else None,
-                cert_reqs=ssl.CERT_NONE if cfg.tls_insecure else ssl.CERT_REQUIRED,
-            )
-        except (ssl.SSLError, OSError) as e:
-            raise ConfigError(f"mqtt TLS files cannot be used: {e}") from None
-        if cfg.tls_insecure:
-            client.tls_insecure_set(True)
-            log.warning("mqtt.tls_insecure: the broker's certificate is NOT verified")
-    client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)
-    client.max_queued_messages_set(MAX_QUEUED)
-    return client
-
-
-def discovery_for(settings: Settings) -> Discovery:
-    cfg, ha = settings.mqtt, settings.homeassistant
-    name = ha.device_name or f"edged {cfg.device_id}"
-    return Discovery(ha.prefix, cfg.device_id, name, Topics.of(cfg.prefix, cfg.device_id))
-
 
 def smoothing_config(settings: Settings) -> SmoothingConfig:
     s = settings.smoothing
@@ -189,15 +83,8 @@ class MqttPublisher:
         cfg = settings.mqtt
         self.settings = settings
         self.controls = controls
-        self.topics = Topics.of(cfg.prefix, cfg.device_id)
-        ha = settings.homeassistant
-        self.discovery = (
-            Discovery(
-                ha.prefix, cfg.device_id, ha.device_name or f"edged {cfg.device_id}", self.topics
-            )
-            if ha.discovery
-            else None
-        )
+        self.topics = Topics.from_settings(settings)
+        self.discovery = Discovery.of(settings) if settings.homeassistant.discovery else None
         self._qos = cfg.qos
         self._wall = wall
         self._clock = clock  # the smoother's time: immune to wall-clock jumps (NTP at boot)
@@ -283,11 +170,7 @@ class MqttPublisher:
         if canvas is None or canvas.shape != image.shape:
             canvas = self._canvas = np.empty_like(image)
         np.copyto(canvas, image)  # the frame buffer is the grabber's: draw on a copy
-        for face in result.faces:
-            label = face.expression or "face"
-            if face.expression:
-                label = f"{label} {face.confidence * 100:.0f}%"
-            annotate(canvas, face.box, label)
+        draw_faces(canvas, result.faces)
         ok, jpeg = cv2.imencode(".jpg", canvas, (cv2.IMWRITE_JPEG_QUALITY, 80))
         if ok:
             # Not retained: no image outlives the moment on the broker.
@@ -475,87 +358,3 @@ class MqttPublisher:
         return self._problem
 
 
-# -- edged ha-remove --------------------------------------------------------------------
-
-
-def connect_once(settings: Settings, timeout: float = 10.0) -> mqtt.Client:
-    """Connect synchronously (for one-shot commands); `BrokerError` in words on failure."""
-    cfg = settings.mqtt
-    client = make_client(settings, will=False)
-    result: dict[str, str | None] = {}
-    done = threading.Event()
-
-    def on_connect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        result["error"] = describe_connack(reason) if reason.is_failure else None
-        done.set()
-
-    client.on_connect = on_connect
-    try:
-        client.connect(cfg.host, cfg.port, cfg.keepalive)
-    except (OSError, ValueError) as e:
-        raise BrokerError(describe_oserror(e, cfg.host, cfg.port)) from None
-    client.loop_start()
-    if not done.wait(timeout) or result.get("error"):
-        client.loop_stop()
-        reason = result.get("error") or f"no answer from {cfg.host}:{cfg.port} in {timeout:.0f}s"
-        raise BrokerError(f"MQTT: {reason}")
-    return client
-
-
-def remove(settings: Settings, everything: bool = False) -> list[str]:
-    """Clear this device's discovery (and with ``everything`` its retained values)."""
-    d = discovery_for(settings)
-    msgs = removal_messages(d)
-    if everything:
-        msgs += [(t, b"") for t in d.topics.retained()]
-    client = connect_once(settings)
-    try:
-        infos = [client.publish(t, p, qos=1, retain=True) for t, p in msgs]
-        for info in infos:
-            info.wait_for_publish(5.0)
-        if not all(i.is_published() for i in infos):
-            raise BrokerError("MQTT: the broker did not acknowledge every removal")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return [t for t, _ in msgs]
-
-
-def _ha_remove(args: argparse.Namespace) -> int:
-    from edged.settings import load_settings
-
-    overrides: dict[str, Any] = {}
-    mqtt_over = {
-        k: v
-        for k, v in (("host", args.host), ("port", args.port), ("device_id", args.device_id))
-        if v is not None
-    }
-    if mqtt_over:
-        overrides["mqtt"] = mqtt_over
-    settings = load_settings(args.config, overrides)
-    removed = remove(settings, everything=args.all)
-    for t in removed:
-        print(f"cleared {t}")
-    print(f"removed edged {settings.mqtt.device_id} from Home Assistant ({len(removed)} topics)")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "ha-remove",
-        help="remove this device's entities from Home Assistant",
-        description="Publish empty retained discovery messages for this device, so Home "
-        "Assistant deletes its entities and the device. Uses the same MQTT settings as "
-        "'edged run' (config file, EDGED_MQTT__* environment).",
-    )
-    p.add_argument("--config", "-c", type=Path, help="TOML settings file")
-    p.add_argument("--host", help="broker host (overrides mqtt.host)")
-    p.add_argument("--port", type=int, help="broker port (overrides mqtt.port)")
-    p.add_argument("--device-id", help="the device to remove (default: mqtt.device_id)")
-    p.add_argument(
-        "--all",
-        action="store_true",
-        help="also clear edged's own retained topics (availability, state, camera, stats, "
-        "detect/state)",
-    )
-    p.set_defaults(func=_ha_remove)

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Literal
 
 from edged.errors import ModelError
-from edged.vision import ExpressionModel, load_model
+from edged.vision.model import ExpressionModel
+from edged.vision.model_file import load_model
 
 log = logging.getLogger(__name__)
 

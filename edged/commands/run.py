@@ -115,9 +115,6 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edged.cli import setup_logging  # not at the top: cli imports this module
-    from edged.service import Controls, Service, build_outputs
-
     settings = load_settings(args.config, overrides(args))
     setup_logging(settings.log.level)
     controls = Controls()

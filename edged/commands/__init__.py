@@ -1,0 +1,1 @@
+"""One module per ``edged`` command; `edged.cli` registers them."""

@@ -1,0 +1,1 @@
+"""The long-running service (``edged run``): capture, the fixed-rate loop, its outputs."""

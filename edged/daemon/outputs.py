@@ -1,0 +1,202 @@
+"""Where the daemon's results go: the `Output` protocol, the values it hands outputs, and
+JSON lines on stdout.
+
+The daemon decides (the expression, its events, the privacy switch); outputs only format
+and deliver. MQTT (`edged.mqtt.publisher`) is another implementation of this protocol, and
+imports nothing else of the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from edged.daemon.model_store import ModelStatus
+    from edged.vision.pipeline import FrameResult
+
+log = logging.getLogger(__name__)
+
+NONE = "none"  # the expression when no face is in view (or detection is off)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpressionReport:
+    """The room's expression as the daemon decided it (debounced): what ``state`` says.
+
+    Times are wall clock (``time.time()``): ``since`` is when the expression began,
+    ``timestamp`` when this report was made.
+    """
+
+    expression: str
+    confidence: float
+    distance: float
+    faces: int
+    since: float
+    timestamp: float
+    model_version: str | None
+    detect: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "expression": self.expression,
+            "confidence": round(self.confidence, 4) if math.isfinite(self.confidence) else None,
+            "distance": round(self.distance, 2) if math.isfinite(self.distance) else None,
+            "faces": self.faces,
+            "since": self.since,
+            "timestamp": self.timestamp,
+            "model_version": self.model_version,
+            "detect": self.detect,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ExpressionEvent:
+    """One change of the expression (``from_`` → ``to``) at wall-clock ``time``."""
+
+    from_: str
+    to: str
+    confidence: float
+    time: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "from": self.from_,
+            "to": self.to,
+            "confidence": round(self.confidence, 4),
+            "time": self.time,
+        }
+
+
+class Commands(Protocol):
+    """What an output may ask of the daemon (from any thread); the loop carries it out."""
+
+    def set_detect(self, on: bool, source: str) -> None:
+        """Turn expression detection on or off (the privacy switch); ``source`` is for the log."""
+
+    def reload_model(self) -> None:
+        """Reload the model file now (as SIGHUP does)."""
+
+
+class Output(Protocol):
+    """Where results go. Every method is called from the loop thread and must not block."""
+
+    def start(self, commands: Commands) -> None:
+        """Non-blocking: connect in the background; ``commands`` is how to ask the daemon."""
+
+    def on_frame(self, result: FrameResult | None, now: float) -> None:
+        """Every tick; None = no new frame, or detection switched off this tick.
+
+        ``now`` is the wall clock (``time.time()``), for timestamps in payloads; it can
+        jump (NTP), so measure intervals with ``time.monotonic()`` instead.
+        """
+
+    def on_state(self, report: ExpressionReport) -> None:
+        """The expression changed, or is re-stated (heartbeat, switch, model change)."""
+
+    def on_event(self, event: ExpressionEvent) -> None:
+        """The expression changed from one value to another (once per change)."""
+
+    def on_detect(self, on: bool) -> None:
+        """The privacy switch is now ``on`` (also once at start, with its initial value)."""
+
+    def on_camera(self, online: bool, reason: str) -> None:
+        """The camera went online or offline (``reason`` says why)."""
+
+    def on_model(self, status: ModelStatus) -> None:
+        """The model changed: loaded, reload failed (old one kept), or missing."""
+
+    def on_stats(self, stats: dict[str, object]) -> None:
+        """Every ``loop.stats_interval`` seconds, and once more at shutdown."""
+
+    def stop(self) -> None:
+        """Publish offline, disconnect; quick."""
+
+
+class JsonLinesOutput:
+    """One JSON object per line: ``frame``, ``state``, ``event``, ``detect``, ``camera``,
+    ``model`` and ``stats`` records.
+
+    For pipes and log collectors (``edged run --stdout | jq``). A closed pipe turns the
+    output off instead of stopping the daemon.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._open = True
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if not self._open:
+            return
+        try:
+            self._stream.write(json.dumps(record) + "\n")
+            self._stream.flush()
+        except (BrokenPipeError, ValueError):  # reader went away / stream closed
+            self._open = False
+            log.warning("stdout is closed: no more JSON lines")
+            with contextlib.suppress(OSError, ValueError):
+                # So the interpreter's final flush does not fail again at exit.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    @property
+    def open(self) -> bool:
+        """False once the reader went away."""
+        return self._open
+
+    def start(self, commands: Commands) -> None:
+        pass
+
+    def on_frame(self, result: FrameResult | None, now: float) -> None:
+        if result is None:
+            return
+        self._write(
+            {
+                "type": "frame",
+                "time": round(result.timestamp or now, 3),
+                "model_version": result.model_version,
+                "faces": [f.as_dict() for f in result.faces],
+                "detect_ms": round(result.detect_ms, 2),
+                "classify_ms": round(result.classify_ms, 2),
+            }
+        )
+
+    def on_state(self, report: ExpressionReport) -> None:
+        record = report.as_dict()
+        record["since"] = round(report.since, 3)
+        record["timestamp"] = round(report.timestamp, 3)
+        self._write({"type": "state", **record})
+
+    def on_event(self, event: ExpressionEvent) -> None:
+        self._write({"type": "event", **event.as_dict(), "time": round(event.time, 3)})
+
+    def on_detect(self, on: bool) -> None:
+        self._write({"type": "detect", "on": on})
+
+    def on_camera(self, online: bool, reason: str) -> None:
+        self._write({"type": "camera", "online": online, "reason": reason})
+
+    def on_model(self, status: ModelStatus) -> None:
+        self._write(
+            {
+                "type": "model",
+                "state": status.state,
+                "version": status.version,
+                "error": status.error,
+                "classes": list(status.classes),
+                "load_ms": None if status.load_ms is None else round(status.load_ms, 1),
+                "reloads": status.reloads,
+                "failures": status.failures,
+            }
+        )
+
+    def on_stats(self, stats: dict[str, object]) -> None:
+        self._write({"type": "stats", **stats})
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()

@@ -1,0 +1,1 @@
+"""MQTT and Home Assistant: the daemon's publishing output and its one-shot tools."""

@@ -1,0 +1,1 @@
+"""Building trainer.yml from labelled photos (``edged-train``) and measuring it."""
