@@ -34,14 +34,13 @@ import cv2
 import numpy as np
 
 from edged.training import fitting
-from edged.training.datasets import Sample, load_dataset
+from edged.training.datasets import Sample, load_dataset, person_folds
 from edged.training.evaluate import (
     EvalReport,
     Outcome,
     Trained,
     cross_validate,
     format_report,
-    person_folds,
 )
 from edged.vision.detector import IMAGE_DETECTOR, Box, DetectorConfig, FaceDetector, to_gray
 from edged.vision.model import LBPHParams, ModelMeta
@@ -306,7 +305,7 @@ def section_nested(cache: Cache, items: Sequence[Sample], folds: int) -> EvalRep
     outcomes: list[Outcome] = []
     chosen: list[str] = []
     train_images = train_faces = 0
-    for f, test_idx in enumerate(person_folds(items, folds, 0)):
+    for f, test_idx in enumerate(person_folds([s.person for s in items], folds, 0)):
         held = set(test_idx)
         train_items = [s for i, s in enumerate(items) if i not in held]
         scores = {}

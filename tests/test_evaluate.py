@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.training.datasets import load_dataset
+from edged.training.datasets import load_dataset, person_folds
 from edged.training.evaluate import (
     EvalReport,
     Item,
@@ -27,7 +27,6 @@ from edged.training.evaluate import (
     edged_pipeline,
     expected_calibration_error,
     format_report,
-    person_folds,
     recall_per_class,
     write_confusion_png,
 )
@@ -47,7 +46,7 @@ def toy_items() -> list[Item]:
 
 def test_folds_keep_every_person_on_one_side_and_cover_every_image_once():
     items = toy_items()
-    folds = person_folds(items, 5, seed=3)
+    folds = person_folds([it.person for it in items], 5, seed=3)
     flat = [i for f in folds for i in f]
     assert sorted(flat) == list(range(len(items)))
     owner = {}
@@ -60,13 +59,15 @@ def test_folds_keep_every_person_on_one_side_and_cover_every_image_once():
 
 def test_folds_are_reproducible_for_a_seed():
     items = toy_items()
-    assert person_folds(items, 4, seed=1) == person_folds(items, 4, seed=1)
+    people = [it.person for it in items]
+    assert person_folds(people, 4, seed=1) == person_folds(people, 4, seed=1)
 
 
-def test_folds_refuse_fewer_people_than_folds():
+def test_cross_validation_refuses_fewer_people_than_folds():
     items = [Item(Path("a.jpg"), "happy", "ann"), Item(Path("b.jpg"), "sad", "bob")]
     with pytest.raises(ValueError, match="2 people cannot fill 3 folds"):
-        person_folds(items, 3)
+        cross_validate(items, lambda _: Trained(None, 0), lambda _s, _p: (None, 0.0), folds=3)
+    assert person_folds(["ann", "bob"], 3) == [[0], [1]]  # as many folds as people
 
 
 def test_no_person_is_ever_predicted_by_a_model_trained_on_them():
@@ -176,7 +177,7 @@ def test_protocol_on_the_full_dataset_keeps_people_apart(shared_dataset: Path):
     ds = load_dataset(shared_dataset, CLASSES)
     people = sorted({s.person for s in ds.samples})[::4]  # a quarter of the people
     subset = [s for s in ds.samples if s.person in set(people)][:240]
-    folds = person_folds(subset, 2)
+    folds = person_folds([s.person for s in subset], 2)
     sides = [{subset[i].person for i in f} for f in folds]
     assert not sides[0] & sides[1]
     train, predict = edged_pipeline()

@@ -12,6 +12,7 @@ from conftest import CLASSES, sample_images
 
 from edged.errors import ModelError
 from edged.training import fitting
+from edged.training.datasets import person_folds
 from edged.vision.detector import IMAGE_DETECTOR, FaceDetector
 from edged.vision.model import LBPHParams
 from edged.vision.model_file import load_model, write_model
@@ -121,8 +122,8 @@ def test_confidence_does_not_overstate_when_labels_carry_no_signal(sample_faces)
 
 def test_inner_folds_never_split_a_person():
     groups = ["a"] * 7 + ["b"] * 3 + ["c"] * 3 + ["d"] * 2 + ["e"]
-    folds = fitting.group_folds(groups, 3, seed=0)
-    assert sorted(np.concatenate(folds).tolist()) == list(range(len(groups)))
+    folds = person_folds(groups, 3, seed=0)
+    assert sorted(i for f in folds for i in f) == list(range(len(groups)))
     for f in folds:
         inside = {groups[i] for i in f}
         assert all(groups[i] not in inside for g in folds if g is not f for i in g)

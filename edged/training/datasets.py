@@ -12,8 +12,10 @@ what a missing, unreadable or faceless image means. Label spellings are normalis
 from __future__ import annotations
 
 import csv
+import random
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,12 +24,10 @@ from edged.errors import DatasetError
 from edged.vision.model import WORKSHOP_CLASSES
 
 Layout = Literal["lists", "legend", "folders"]
-LAYOUTS: tuple[Layout, ...] = ("lists", "legend", "folders")
 
 # The workshop's five classes in its id order (0 anger, 1 happy, 2 sad, 3 neutral,
 # 4 surprise), so an edged model keeps the ids an old subscriber knows.
 DEFAULT_CLASSES: tuple[str, ...] = WORKSHOP_CLASSES
-KNOWN_CLASSES: tuple[str, ...] = (*WORKSHOP_CLASSES, "disgust", "fear", "contempt")
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -77,6 +77,26 @@ def person_of(path: Path | str) -> str:
     stem = Path(path).stem
     m = _PERSON.match(stem)
     return m.group(1) if m else stem
+
+
+def person_folds(persons: Sequence[str], k: int, seed: int = 0) -> list[list[int]]:
+    """Indices into ``persons`` split into at most ``k`` folds, each person inside one fold.
+
+    People are dealt largest first (ties in a seeded random order) to the fold that is
+    currently smallest, so folds come out near equal in size even when one person has a
+    hundred photos. With fewer people than ``k`` there are as many folds as people: no
+    fold is ever empty. Evaluation (outer folds) and fitting (inner folds) both use this.
+    """
+    by_person: dict[str, list[int]] = {}
+    for i, person in enumerate(persons):
+        by_person.setdefault(person, []).append(i)
+    people = sorted(by_person)
+    random.Random(seed).shuffle(people)
+    people.sort(key=lambda p: len(by_person[p]), reverse=True)  # stable: keeps shuffled ties
+    folds: list[list[int]] = [[] for _ in range(min(k, len(people)))]
+    for person in people:
+        min(folds, key=len).extend(by_person[person])  # the first of the smallest
+    return [sorted(f) for f in folds if f]
 
 
 def is_image_name(path: Path) -> bool:
@@ -348,13 +368,3 @@ def _assemble(
         sources=sources,
     )
 
-
-def iter_images(paths: list[Path]) -> list[Path]:
-    """Files as given, folders expanded to their image files (recursively, sorted)."""
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f)))
-        else:
-            out.append(p)
-    return out

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-import random
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edged.training import fitting
+from edged.training.datasets import person_folds
 from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector
 from edged.vision.model import ExpressionModel
 from edged.vision.preprocess import Preprocessor
@@ -165,30 +165,6 @@ class EvalReport:
         return out
 
 
-def person_folds(items: Sequence[Labelled], k: int, seed: int = 0) -> list[list[int]]:
-    """Split item indices into ``k`` folds with every person wholly inside one fold.
-
-    People are dealt largest first (ties in a seeded random order) to the fold that
-    is currently smallest, so folds come out near equal in size even when one person
-    has a hundred photos.
-    """
-    if k < 2:
-        raise ValueError("cross-validation needs at least 2 folds")
-    by_person: dict[str, list[int]] = defaultdict(list)
-    for i, it in enumerate(items):
-        by_person[it.person].append(i)
-    if len(by_person) < k:
-        raise ValueError(f"{len(by_person)} people cannot fill {k} folds")
-    people = sorted(by_person)
-    random.Random(seed).shuffle(people)
-    people.sort(key=lambda p: len(by_person[p]), reverse=True)  # stable: keeps shuffled ties
-    folds: list[list[int]] = [[] for _ in range(k)]
-    for p in people:
-        smallest = min(range(k), key=lambda f: (len(folds[f]), f))
-        folds[smallest].extend(by_person[p])
-    return [sorted(f) for f in folds]
-
-
 def recall_per_class(
     truth: Sequence[str], predicted: Sequence[str | None], classes: Iterable[str]
 ) -> dict[str, float]:
@@ -243,8 +219,13 @@ def cross_validate(
     """
     if not items:
         raise ValueError("nothing to evaluate")
+    if folds < 2:
+        raise ValueError("cross-validation needs at least 2 folds")
+    people = len({it.person for it in items})
+    if people < folds:
+        raise ValueError(f"{people} people cannot fill {folds} folds")
     class_list = list(classes) if classes else sorted({it.label for it in items})
-    parts = person_folds(items, folds, seed)
+    parts = person_folds([it.person for it in items], folds, seed)
     outcomes: list[Outcome] = []
     train_images = train_faces = 0
     for f, test_idx in enumerate(parts):

@@ -16,7 +16,6 @@ classes x bands, never on the number of training images.
 from __future__ import annotations
 
 import logging
-import random
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
+from edged.training.datasets import person_folds
 from edged.vision.detector import FaceDetector, to_gray
 from edged.vision.model import ExpressionModel, LBPHParams, ModelMeta
 from edged.vision.model_file import load_model, write_model
@@ -113,18 +114,9 @@ def prototypes(
     return np.array(protos), np.array(owners, np.int64)
 
 
-def group_folds(groups: Sequence[str], k: int, seed: int) -> list[np.ndarray]:
-    """Index folds with each group (person) on one side: largest groups dealt first."""
-    by: dict[str, list[int]] = {}
-    for i, g in enumerate(groups):
-        by.setdefault(g, []).append(i)
-    names = sorted(by)
-    random.Random(seed).shuffle(names)
-    names.sort(key=lambda g: len(by[g]), reverse=True)
-    folds: list[list[int]] = [[] for _ in range(min(k, len(names)))]
-    for g in names:
-        min(folds, key=len).extend(by[g])
-    return [np.array(sorted(f), np.int64) for f in folds if f]
+def _index_folds(groups: Sequence[str], k: int, seed: int) -> list[npt.NDArray[np.int64]]:
+    """`person_folds` as index arrays, for selecting rows of the feature matrices."""
+    return [np.array(f, np.int64) for f in person_folds(groups, k, seed)]
 
 
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -169,7 +161,7 @@ def fit_logistic(
 def choose_l2(x: np.ndarray, y: np.ndarray, n_classes: int, groups: Sequence[str]) -> float:
     """The ridge penalty with the lowest person-held-out log-loss: a strong penalty on a
     small training set (else the confidence is overstated), a weak one on a large set."""
-    folds = group_folds(groups, 3, seed=1)
+    folds = _index_folds(groups, 3, seed=1)
     if len(folds) < 2:
         return L2_GRID[-1]
     best, best_loss = L2_GRID[-1], np.inf
@@ -236,7 +228,7 @@ def fit_histograms(
     weights = bias = None
     calibrated = False
     group_list = list(groups) if groups is not None else [str(i) for i in range(len(hists))]
-    folds = group_folds(group_list, cfg.inner_folds, cfg.seed)
+    folds = _index_folds(group_list, cfg.inner_folds, cfg.seed)
     if len(class_ids) > 1 and len(folds) > 1:
         n = len(hists)
         feats, targets, held_groups = [], [], []
