@@ -25,7 +25,11 @@ import cv2
 import pytest
 from conftest import CLASSES, Segment, sample_images, scene, train_sample_model
 
-from edged.daemon.service import Controls, JsonLinesOutput, Ring, Service, Waker
+from edged.commands.run import build_service
+from edged.daemon.inbox import Inbox
+from edged.daemon.outputs import ExpressionEvent, ExpressionReport, JsonLinesOutput
+from edged.daemon.stats import Ring
+from edged.daemon.waker import Waker
 from edged.settings import DetectorSettings, Settings, load_settings
 from edged.vision.detector import Box, DetectorConfig, FaceDetector
 from edged.vision.model_file import load_model
@@ -438,18 +442,32 @@ def test_a_bad_flag_value_is_a_usage_error(daemon):
 
 
 class Recorder:
-    """An Output that records what it is given (and can act on the controls)."""
+    """An Output that records what it is given (and can send the daemon commands)."""
 
     def __init__(self, on_frame: Callable[[Recorder, Any], None] | None = None) -> None:
         self.frames: list[Any] = []
         self.cameras: list[tuple[bool, str]] = []
         self.models: list[Any] = []
         self.stats: list[dict] = []
+        self.states: list[Any] = []
+        self.events: list[Any] = []
+        self.detect: list[bool] = []
         self.started = self.stopped = False
+        self.commands: Any = None
         self._hook = on_frame
 
-    def start(self) -> None:
+    def start(self, commands) -> None:
         self.started = True
+        self.commands = commands
+
+    def on_state(self, report) -> None:
+        self.states.append(report)
+
+    def on_event(self, event) -> None:
+        self.events.append(event)
+
+    def on_detect(self, on) -> None:
+        self.detect.append(on)
 
     def on_frame(self, result, now) -> None:
         self.frames.append(result)
@@ -493,15 +511,14 @@ def test_clearing_the_detect_switch_stops_face_processing_and_a_broken_output_ha
 ):
     clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
     settings = looping_clip_settings(clip, sample_model, fps=20, duration=1.5)
-    controls = Controls()
 
     def pause_after_five(rec: Recorder, result) -> None:
-        if sum(r is not None for r in rec.frames) >= 5:
-            controls.detect.clear()
+        if sum(r is not None for r in rec.frames) == 5 and rec.detect[-1]:
+            rec.commands.set_detect(False, "test")
 
     rec = Recorder(pause_after_five)
     broken = Broken()
-    svc = Service(settings, [broken, rec], controls)
+    svc = build_service(settings, [broken, rec])
     assert svc.run() == 0
     assert rec.started and rec.stopped and broken.stopped
     seen = [r is not None for r in rec.frames]
@@ -512,6 +529,34 @@ def test_clearing_the_detect_switch_stops_face_processing_and_a_broken_output_ha
     assert rec.cameras[0][0] is True
     assert rec.stats[-1]["output_errors"] == len(rec.frames)
     assert "detection paused" in svc.summary()
+    assert rec.detect == [True, False]  # told once at start, once at the switch
+    assert rec.states[-1].expression == "none" and rec.states[-1].detect is False
+
+
+@pytest.mark.slow
+def test_the_daemon_owns_the_expression_so_json_lines_alone_get_state_and_events(
+    face_video, sample_model, clean_env
+):
+    """No MQTT: the debounced state and its change events still reach every output."""
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.5), Segment(None, 1.0)])
+    settings = load_settings(
+        None,
+        {
+            "camera": {"source": str(clip)},
+            "model": {"path": str(sample_model)},
+            "loop": {"fps": 10},
+            "mqtt": {"enabled": False},
+            "publish": {"clear_after": 0.5},
+        },
+    )
+    rec = Recorder()
+    assert build_service(settings, [rec]).run() == 0
+    assert rec.states[0].expression == "none"  # stated once at start
+    tos = [e.to for e in rec.events]
+    assert tos and tos[-1] == "none", "the face left: the state cleared"
+    assert any(t != "none" for t in tos), "the face's expression was reported"
+    for e in rec.events:
+        assert e.from_ != e.to
 
 
 # -- small parts ------------------------------------------------------------------------
@@ -553,6 +598,9 @@ def test_json_lines_output_writes_one_parseable_record_per_event():
     out.on_camera(False, "gone")
     out.on_model(ModelStatus("loaded", version="v1", load_ms=12.3456))
     out.on_stats({"fps": 5.0})
+    out.on_state(ExpressionReport("happy", 0.91234, 40.0, 1, 100.0, 101.25, "v1", True))
+    out.on_event(ExpressionEvent("none", "happy", 0.91234, 101.25))
+    out.on_detect(False)
     lines = [json.loads(x) for x in buf.getvalue().splitlines()]
     assert lines[0] == {
         "type": "frame",
@@ -567,6 +615,20 @@ def test_json_lines_output_writes_one_parseable_record_per_event():
     assert lines[1] == {"type": "camera", "online": False, "reason": "gone"}
     assert lines[2]["type"] == "model" and lines[2]["load_ms"] == 12.3
     assert lines[3] == {"type": "stats", "fps": 5.0}
+    assert lines[4] == {
+        "type": "state",
+        "expression": "happy",
+        "confidence": 0.9123,
+        "distance": 40.0,
+        "faces": 1,
+        "since": 100.0,
+        "timestamp": 101.25,
+        "model_version": "v1",
+        "detect": True,
+    }
+    assert lines[5] == {"type": "event", "from": "none", "to": "happy", "confidence": 0.9123,
+                        "time": 101.25}  # fmt: skip
+    assert lines[6] == {"type": "detect", "on": False}
 
 
 def test_a_closed_stdout_turns_the_json_output_off_instead_of_killing_the_daemon(tmp_path):
@@ -576,9 +638,12 @@ def test_a_closed_stdout_turns_the_json_output_off_instead_of_killing_the_daemon
     out = JsonLinesOutput(stream)
     old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python sets it at start-up
     try:
+        assert out.open
         out.on_camera(True, "x")  # BrokenPipeError inside: swallowed, output off
-        out.on_camera(True, "y")
+        assert not out.open
+        out.on_camera(True, "y")  # no second attempt, no exception
         out.stop()
+        os.write(stream.fileno(), b"z")  # the fd now points at /dev/null: exit flush is safe
     finally:
         signal.signal(signal.SIGPIPE, old)
         stream.close()
@@ -610,7 +675,7 @@ def test_watchdog_pings_come_only_from_the_loop_so_a_hung_frame_stops_them(
             time.sleep(1.2)  # the pipeline hangs: a real daemon would be killed by systemd
             hung.append(time.monotonic())
 
-    Service(settings, [Recorder(hang_once)], notifier=notifier).run()
+    build_service(settings, [Recorder(hang_once)], notifier=notifier).run()
     assert len(hung) == 2
     during = [t for t in pings if hung[0] < t < hung[1]]
     assert during == [], "a ping while the loop was stuck would hide the hang from systemd"
@@ -620,14 +685,17 @@ def test_watchdog_pings_come_only_from_the_loop_so_a_hung_frame_stops_them(
 
 HANGING_STOP = """
 import sys, time
-from edged.daemon.service import Service
+from edged.commands.run import build_service
 from edged.settings import load_settings
 
 class HangsOnStop:
-    def start(self): pass
+    def start(self, commands): pass
     def on_frame(self, result, now):
         if result is not None:
             print("frame", flush=True)
+    def on_state(self, report): pass
+    def on_event(self, event): pass
+    def on_detect(self, on): pass
     def on_camera(self, online, reason): pass
     def on_model(self, status): pass
     def on_stats(self, stats): pass
@@ -637,7 +705,7 @@ class HangsOnStop:
 
 s = load_settings(None, {"camera": {"source": sys.argv[1], "loop": True},
                          "model": {"path": sys.argv[2]}, "mqtt": {"enabled": False}})
-sys.exit(Service(s, [HangsOnStop()]).run())
+sys.exit(build_service(s, [HangsOnStop()]).run())
 """
 
 
@@ -684,17 +752,18 @@ def test_the_loop_never_waits_for_the_camera_longer_than_half_a_slot(
             timeouts.append(timeout)
             return super().latest(after_seq, timeout)
 
-    svc = Service(settings, [Recorder()])
-    svc.grabber = Watched(settings.camera, on_state=svc._camera_changed)
+    inbox = Inbox()
+    grabber = Watched(settings.camera, on_state=inbox.camera_changed)
+    svc = build_service(settings, [Recorder()], inbox=inbox, grabber=grabber)
     assert svc.run() == 0
     assert timeouts and all(t is not None and t <= 0.5 / 5 for t in timeouts)
 
 
 def test_tracking_can_be_switched_off_for_a_full_scan_every_frame(clean_env):
     no_mqtt = {"mqtt": {"enabled": False}}
-    on = Service(load_settings(None, no_mqtt), [])
-    off = Service(load_settings(None, {"detector": {"track": False}, **no_mqtt}), [])
+    on = build_service(load_settings(None, no_mqtt), [])
+    off = build_service(load_settings(None, {"detector": {"track": False}, **no_mqtt}), [])
     assert on.pipeline.tracker is not None
     assert off.pipeline.tracker is None
     for svc in (on, off):
-        svc._stop.close()  # never run: close its wake-up pipe here
+        svc.inbox.close()  # never run: close its wake-up pipe here

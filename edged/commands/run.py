@@ -1,13 +1,32 @@
-"""``edged run``: the daemon's command line. Flags become the top layer of the settings."""
+"""``edged run``: the daemon's command line, and its composition root.
+
+Flags become the top layer of the settings; `build_service` makes every part and hands
+them to `Service`, so the daemon never imports MQTT and tests can wire their own parts.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
-from edged.settings import load_settings
+from edged.daemon.capture import FrameGrabber
+from edged.daemon.expression import Expression
+from edged.daemon.inbox import Inbox
+from edged.daemon.model_store import ModelStore
+from edged.daemon.notify import Notifier
+from edged.daemon.outputs import JsonLinesOutput, Output
+from edged.daemon.service import Service
+from edged.daemon.smoothing import Smoother, SmoothingConfig
+from edged.logs import setup_logging
+from edged.mqtt.client import make_client
+from edged.mqtt.publisher import MqttPublisher
+from edged.settings import Settings, load_settings
+from edged.vision.detector import DetectorConfig, FaceDetector
+from edged.vision.pipeline import Pipeline
+from edged.vision.tracker import TrackConfig
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +133,52 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return out
 
 
+def build_outputs(settings: Settings) -> list[Output]:
+    """The outputs ``edged run`` feeds, from settings (the one place outputs are made)."""
+    outputs: list[Output] = []
+    if settings.output.stdout:
+        outputs.append(JsonLinesOutput(sys.stdout))
+    if settings.mqtt.enabled:
+        outputs.append(MqttPublisher(settings, make_client(settings, will=True)))
+    return outputs
+
+
+def build_service(
+    settings: Settings,
+    outputs: list[Output],
+    *,
+    inbox: Inbox | None = None,
+    grabber: FrameGrabber | None = None,
+    notifier: Notifier | None = None,
+) -> Service:
+    """The composition root: every part of the daemon, wired; `Service` only runs them.
+
+    A caller may bring its own ``grabber`` or ``notifier`` (wired to its ``inbox``).
+    """
+    inbox = inbox or Inbox()
+    d, m = settings.detector, settings.model
+    return Service(
+        settings.loop,
+        grabber=grabber or FrameGrabber(settings.camera, on_state=inbox.camera_changed),
+        store=ModelStore(m.path, m.labels, m.poll_interval, on_change=inbox.model_changed),
+        pipeline=Pipeline(
+            FaceDetector(DetectorConfig.from_settings(d)),
+            max_faces=settings.loop.max_faces,
+            track=TrackConfig() if d.track else None,  # video: scan near known faces
+        ),
+        outputs=outputs,
+        notifier=notifier or Notifier(),
+        expression=Expression(Smoother(SmoothingConfig.from_settings(settings))),
+        inbox=inbox,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, overrides(args))
     setup_logging(settings.log.level)
-    controls = Controls()
-    outputs = build_outputs(settings, controls)
+    outputs = build_outputs(settings)
     if not outputs:
         log.warning(
             "no outputs enabled (output.stdout and mqtt.enabled are off): results go nowhere"
         )
-    return Service(settings, outputs, controls).run()
+    return build_service(settings, outputs).run()

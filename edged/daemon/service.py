@@ -1,14 +1,15 @@
-"""The daemon: the fixed-rate frame loop, its outputs, signals, stats (``edged run``).
+"""The daemon's fixed-rate frame loop (``edged run``).
 
-The loop runs on the main thread. Other threads only produce: the grabber (frames),
-the model store (models) and paho's network loop (MQTT). Their news reaches the loop
-through a deque that the loop drains once per tick, so every `Output` method is called
-from the loop thread and outputs need no locks of their own.
+The loop runs on the main thread and owns the daemon's state. Other threads only produce:
+the grabber (frames), the model store (models), outputs (commands such as the privacy
+switch). Their news reaches the loop through the `Inbox`, drained once per tick, so every
+`Output` method is called from the loop thread and outputs need no locks of their own.
 
 Lifetime (uvicorn's ``server.py`` shape): start-up → loop → shutdown. Signal handlers
 only set flags and wake the loop through a pipe; a second SIGINT/SIGTERM forces exit.
 Periodic duties (watchdog ping, STATUS, stats) run from the loop, not from extra threads,
-so a hung loop stops the watchdog pings and systemd restarts the service.
+so a hung loop stops the watchdog pings and systemd restarts the service. The parts are
+built by the composition root (`edged.commands.run`); ``Service.__init__`` only stores them.
 """
 
 from __future__ import annotations
@@ -19,35 +20,35 @@ import os
 import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import numpy as np
+
+from edged.daemon.inbox import CameraNews, DetectCommand, Inbox, ModelNews, ReloadCommand
+from edged.daemon.stats import Stats
 from edged.daemon.ticker import Ticker
 from edged.vision.pipeline import FrameResult, Pipeline
-from edged.vision.tracker import TrackConfig
 
 if TYPE_CHECKING:
     from edged.daemon.capture import FrameGrabber
+    from edged.daemon.expression import Expression
     from edged.daemon.model_store import ModelStatus, ModelStore
     from edged.daemon.notify import Notifier
-    from edged.settings import Settings
+    from edged.daemon.outputs import ExpressionEvent, ExpressionReport, Output
+    from edged.settings import LoopSettings
 
 log = logging.getLogger(__name__)
 
 
-class Controls:
-    """Switches set from other threads, read by the loop once per tick."""
+@runtime_checkable
+class ImageOutput(Protocol):
+    """An output that asked for the camera image itself (the opt-in MQTT snapshot)."""
 
-    def __init__(self) -> None:
-        # Set = classify and publish expressions (the privacy switch; default on).
-        # Clear = the loop does not even look for faces; outputs get None every tick.
-        self.detect = threading.Event()
-        self.detect.set()
-        # Set = the loop asks the model store to reload (and clears it). SIGHUP does the
-        # same through a plain flag: an Event is not safe to set from a signal handler.
-        self.reload = threading.Event()
+    wants_images: bool
+
+    def on_image(self, image: np.ndarray, result: FrameResult, now: float) -> None: ...
 
 
 class Service:
@@ -55,44 +56,29 @@ class Service:
 
     def __init__(
         self,
-        settings: Settings,
-        outputs: list[Output],
-        controls: Controls | None = None,
+        loop: LoopSettings,
         *,
-        grabber: FrameGrabber | None = None,
-        store: ModelStore | None = None,
-        pipeline: Pipeline | None = None,
-        notifier: Notifier | None = None,
+        grabber: FrameGrabber,
+        store: ModelStore,
+        pipeline: Pipeline,
+        outputs: Sequence[Output],
+        notifier: Notifier,
+        expression: Expression,
+        inbox: Inbox,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        from edged.daemon.capture import FrameGrabber
-        from edged.daemon.model_store import ModelStore
-        from edged.daemon.notify import Notifier
-        from edged.vision.detector import DetectorConfig, FaceDetector
-
-        self.settings = settings
-        self.outputs = outputs
-        self.controls = controls or Controls()
-        self._events: deque[tuple[str, Any]] = deque()  # appended by other threads
-        self.grabber = grabber or FrameGrabber(settings.camera, on_state=self._camera_changed)
-        m = settings.model
-        self.store = store or ModelStore(
-            m.path, m.labels, m.poll_interval, on_change=self._model_changed
-        )
-        d = settings.detector
-        self.pipeline = pipeline or Pipeline(
-            FaceDetector(DetectorConfig(d.scale_factor, d.min_neighbors, d.min_size, d.max_width)),
-            max_faces=settings.loop.max_faces,
-            track=TrackConfig() if d.track else None,  # video: scan near known faces (bench/)
-        )
-        self.notifier = notifier or Notifier()
+        self.loop = loop
+        self.grabber = grabber
+        self.store = store
+        self.pipeline = pipeline
+        self.outputs = list(outputs)
+        self.notifier = notifier
+        self.expression = expression
+        self.inbox = inbox
         self._clock = clock
         self._wall = wall
-        self._stop = Waker()
-        self._hup = False
         self._signals = 0
-        self.stop_reason = ""
         self.camera: tuple[bool, str] = (False, "starting")
         self._camera_reported = False
         self.model: ModelStatus | None = None
@@ -101,34 +87,21 @@ class Service:
         self._last_stats: dict[str, object] | None = None
         self._errors_logged: set[tuple[int, str]] = set()
         self._pipeline_error_logged: str | bool | None = False
-        self._on_frame = [(out, out.on_frame) for out in outputs]
-        self._wait_budget = 0.5 / settings.loop.fps
-        # Outputs that asked for the image (the opt-in MQTT snapshot); usually none.
-        self._on_image = [(o, o.on_image) for o in outputs if getattr(o, "wants_images", False)]
+        self._on_frame: list[tuple[Output, Callable[[FrameResult | None, float], None]]] = []
+        self._on_image: list[ImageOutput] = []
+        self._wait_budget = 0.0
 
-    # -- called from other threads (and signal handlers) --------------------------------
-
-    def _camera_changed(self, online: bool, reason: str) -> None:
-        self._events.append(("camera", (online, reason)))
-
-    def _model_changed(self, status: ModelStatus) -> None:
-        self._events.append(("model", status))
-
-    def request_stop(self, reason: str = "stop requested") -> None:
-        """Ask the loop to finish its tick and shut down. Safe from any thread or handler."""
-        if not self.stop_reason:
-            self.stop_reason = reason
-        self._stop.set()
+    # -- signals ------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
-            self._hup = True  # handled at the next tick
+            self.inbox.reload_model("SIGHUP")  # carried out at the next tick
             return
         self._signals += 1
         if self._signals > 1:  # a second Ctrl-C: the user does not want to wait
             os.write(2, b"edged: forced exit\n")
             os._exit(128 + signum)
-        self.request_stop(signal.Signals(signum).name)
+        self.inbox.request_stop(signal.Signals(signum).name)
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
@@ -143,19 +116,9 @@ class Service:
             for s, h in old.items():
                 signal.signal(s, h)
 
-    # -- the loop -------------------------------------------------------------------------
+    # -- outputs ------------------------------------------------------------------------
 
-    def _pipeline_failed(self) -> None:
-        """A frame the pipeline could not process: counted, logged once per model."""
-        assert self.stats is not None
-        self.stats.pipeline_errors += 1
-        model = self.store.current
-        version = model.version if model is not None else None
-        if self._pipeline_error_logged != version:
-            self._pipeline_error_logged = version
-            log.exception("frame processing failed (model %s); skipping such frames", version)
-
-    def _output_failed(self, out: Output, method: str) -> None:
+    def _output_failed(self, out: object, method: str) -> None:
         """A broken output must not stop the others or the daemon: count it, log it once."""
         if self.stats is not None:
             self.stats.output_errors += 1
@@ -171,19 +134,46 @@ class Service:
             except Exception:
                 self._output_failed(out, method)
 
-    def _drain_events(self) -> bool:
+    def _report(self, report: ExpressionReport | None, event: ExpressionEvent | None) -> None:
+        if event is not None:
+            log.info("expression: %s -> %s (%.0f%%)", event.from_, event.to, event.confidence * 100)
+            self._each_output("on_event", event)
+        if report is not None:
+            self._each_output("on_state", report)
+
+    # -- news from other threads ----------------------------------------------------------
+
+    def _drain_inbox(self) -> bool:
+        """Apply what other threads sent; True when something the STATUS line shows changed."""
         changed = False
-        while self._events:
-            kind, value = self._events.popleft()
-            changed = True
-            if kind == "camera":
-                self.camera = value
+        for news in self.inbox.drain():
+            if isinstance(news, CameraNews):
+                self.camera = (news.online, news.reason)
                 self._camera_reported = True
-                self._each_output("on_camera", *value)
-            else:
-                self.model = value
-                self._each_output("on_model", value)
+                self._each_output("on_camera", news.online, news.reason)
+            elif isinstance(news, ModelNews):
+                self.model = news.status
+                self.expression.set_model(news.status.version)
+                self._each_output("on_model", news.status)
+            elif isinstance(news, DetectCommand):
+                self._switch(news.on, news.source)
+            elif isinstance(news, ReloadCommand):
+                log.info("reloading the model on request (%s)", news.source)
+                self.store.request_reload()
+                continue
+            changed = True
         return changed
+
+    def _switch(self, on: bool, source: str) -> None:
+        """The privacy switch: the daemon decides, then every output is told."""
+        if on == self.expression.detect:
+            return
+        report, event = self.expression.switch(on, self._clock(), self._wall())
+        log.info("expression detection switched %s (%s)", "on" if on else "off", source)
+        self._each_output("on_detect", on)
+        self._report(report, event)
+
+    # -- status and stats -----------------------------------------------------------------
 
     def summary(self, with_fps: bool = True) -> str:
         """The one-line STATUS= text for systemctl status."""
@@ -201,7 +191,7 @@ class Service:
             mod = f"no usable model ({m.error})"
         else:
             mod = f"model {m.version}" + (f" ({m.error})" if m.error else "")
-        if not self.controls.detect.is_set():
+        if not self.expression.detect:
             mod += ", detection paused"
         fps = ""
         if with_fps and self._last_stats:
@@ -233,7 +223,7 @@ class Service:
             "stats: %s fps (target %g), latency p50 %s ms p95 %s ms, %d skipped ticks, "
             "cpu %s%%, rss %s MB; %s",
             snap["fps"],
-            self.settings.loop.fps,
+            self.loop.fps,
             lat["p50"],
             lat["p95"],
             ticker.skipped,
@@ -243,7 +233,48 @@ class Service:
         )
         self._each_output("on_stats", snap)
 
-    def _tick(self, seq: int, detect: bool) -> int:
+    # -- one tick -------------------------------------------------------------------------
+
+    def _pipeline_failed(self) -> None:
+        """A frame the pipeline could not process: counted, logged once per model."""
+        assert self.stats is not None
+        self.stats.pipeline_errors += 1
+        model = self.store.current
+        version = model.version if model is not None else None
+        if self._pipeline_error_logged != version:
+            self._pipeline_error_logged = version
+            log.exception("frame processing failed (model %s); skipping such frames", version)
+
+    def _process(self, image: np.ndarray, timestamp: float) -> FrameResult | None:
+        stats = self.stats
+        assert stats is not None
+        try:
+            result = self.pipeline.process(image, self.store.current, timestamp=timestamp)
+        except Exception:  # never die of one frame; the model store vets models
+            self._pipeline_failed()
+            return None
+        stats.frames += 1
+        stats.detect.add(result.detect_ms)
+        stats.classify.add(result.classify_ms)
+        return result
+
+    def _deliver(self, result: FrameResult | None, image: np.ndarray | None) -> None:
+        """Hand one tick's result to every output, and the image to those that asked."""
+        now = self._wall()
+        for out, on_frame in self._on_frame:  # bound once, at start
+            try:
+                on_frame(result, now)
+            except Exception:
+                self._output_failed(out, "on_frame")
+        if result is not None and image is not None:
+            for img_out in self._on_image:
+                try:
+                    img_out.on_image(image, result, now)
+                except Exception:
+                    self._output_failed(img_out, "on_image")
+        self._report(*self.expression.update(result, self._clock(), now))
+
+    def _tick(self, seq: int) -> int:
         """One slot's work; returns the seq of the newest frame seen."""
         stats = self.stats
         assert stats is not None
@@ -257,53 +288,47 @@ class Service:
         else:
             seq = frame.seq
             stats.wait.add((self._clock() - t0) * 1000.0)
-            if detect:
-                try:
-                    result = self.pipeline.process(
-                        frame.image, self.store.current, timestamp=frame.timestamp
-                    )
-                except Exception:  # never die of one frame; the model store vets models
-                    self._pipeline_failed()
-                else:
-                    stats.frames += 1
-                    stats.detect.add(result.detect_ms)
-                    stats.classify.add(result.classify_ms)
-        now = self._wall()
-        for out, on_frame in self._on_frame:  # bound once, at start
-            try:
-                on_frame(result, now)
-            except Exception:
-                self._output_failed(out, "on_frame")
-        if result is not None and frame is not None:
-            for out, on_image in self._on_image:
-                try:
-                    on_image(frame.image, result, now)
-                except Exception:
-                    self._output_failed(out, "on_image")
+            if self.expression.detect:
+                result = self._process(frame.image, frame.timestamp)
+        self._deliver(result, frame.image if frame is not None else None)
         stats.ticks += 1
         if result is not None:  # per-frame latency: idle ticks would only flatter it
             stats.latency.add((self._clock() - t0) * 1000.0)
         return seq
 
+    # -- lifetime -------------------------------------------------------------------------
+
     def run(self) -> int:
         """Start everything, loop until stopped, shut down; returns the exit status."""
-        s = self.settings
         with self._signal_handlers():
-            self.model = self.store.load_now()
-            self._events.clear()  # load_now's own change report: sent below, once
-            for out in self.outputs:
-                out.start()
-            self._each_output("on_model", self.model)
-            self.store.start()
-            self.grabber.start()
+            self._start()
             try:
-                self._loop(s.loop.fps, s.loop.stats_interval, s.loop.duration)
+                self._loop()
             finally:
                 self._shutdown()
-        log.info("stopped (%s)", self.stop_reason or "done")
-        return 0
+        log.info("stopped (%s)", self.inbox.stop_reason or "done")
+        return int(self.inbox.exit_status)
 
-    def _loop(self, fps: float, stats_every: float, duration: float) -> None:
+    def _start(self) -> None:
+        self._on_frame = [(out, out.on_frame) for out in self.outputs]
+        self._on_image = [o for o in self.outputs if isinstance(o, ImageOutput) and o.wants_images]
+        self._wait_budget = 0.5 / self.loop.fps
+        self.model = self.store.load_now()
+        self.inbox.clear()  # load_now's own change report: sent below, once
+        self.expression.set_model(self.model.version)
+        for out in self.outputs:
+            try:
+                out.start(self.inbox)
+            except Exception:
+                self._output_failed(out, "start")
+        self._each_output("on_model", self.model)
+        self._each_output("on_detect", self.expression.detect)
+        self._each_output("on_state", self.expression.current(self._clock(), self._wall()))
+        self.store.start()
+        self.grabber.start()
+
+    def _loop(self) -> None:
+        fps, stats_every, duration = self.loop.fps, self.loop.stats_interval, self.loop.duration
         start = self._clock()
         self.stats = Stats(fps, start)
         ticker = self._ticker = Ticker(fps, start)
@@ -312,30 +337,20 @@ class Service:
         notifier = self.notifier
         seq = -1
         ready = False
-        detecting = self.controls.detect.is_set()
         while True:
             now = self._clock()
             if now >= end:
-                self.request_stop(f"ran for {duration:g} s")
+                self.inbox.request_stop(f"ran for {duration:g} s")
                 break
             wait = ticker.delay(now)
             if wait > 0:
                 # Wake for the slot, a watchdog ping, the end of --duration, or a stop.
-                if self._stop.wait(min(wait, notifier.until_ping(), end - now)):
+                if self.inbox.wait(min(wait, notifier.until_ping(), end - now)):
                     break
                 notifier.watchdog()
                 continue
-            if self._hup or self.controls.reload.is_set():
-                self._hup = False
-                self.controls.reload.clear()
-                log.info("reloading the model on request")
-                self.store.request_reload()
-            changed = self._drain_events()
-            if self.controls.detect.is_set() != detecting:
-                detecting = not detecting
-                changed = True
-                log.info("detection %s", "resumed" if detecting else "paused (privacy switch)")
-            seq = self._tick(seq, detecting)
+            changed = self._drain_inbox()
+            seq = self._tick(seq)
             notifier.watchdog()
             if not ready:
                 ready = True
@@ -348,9 +363,9 @@ class Service:
                 notifier.status(self.summary())
                 next_stats = self._clock() + stats_every
             if self.grabber.ended and self.grabber.latest(seq) is None:
-                self.request_stop("the video file ended")
+                self.inbox.request_stop("the video file ended")
                 break
-            if self._stop.flag:
+            if self.inbox.stopping:
                 break
             if ticker.done(self._clock()):
                 log.debug("a tick overran its slot: %d slot(s) skipped so far", ticker.skipped)
@@ -360,7 +375,7 @@ class Service:
         self.notifier.stopping()
         self.grabber.stop(timeout=1.0)
         self.store.stop(timeout=0.5)
-        self._drain_events()
+        self._drain_inbox()
         if self.stats is not None and self._ticker is not None:
             self._emit_stats(self._ticker)
         for out in self.outputs:
@@ -369,4 +384,4 @@ class Service:
             except Exception:
                 log.exception("output %s failed to stop cleanly", type(out).__name__)
         self.notifier.close()
-        self._stop.close()
+        self.inbox.close()

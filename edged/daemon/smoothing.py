@@ -14,9 +14,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from edged.daemon.outputs import NONE
 from edged.vision.pipeline import FrameResult
+
+if TYPE_CHECKING:
+    from edged.settings import Settings
 
 
 
@@ -29,6 +33,19 @@ class SmoothingConfig:
     threshold: float = 0.3  # frames below this confidence do not vote
     clear_after: float = 3.0  # s without a face -> "none"
     heartbeat: float = 60.0  # s between re-publications of an unchanged state
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmoothingConfig:
+        s = settings.smoothing
+        return cls(
+            enabled=s.enabled,
+            window=s.window,
+            agree=s.agree,
+            min_hold=s.min_hold,
+            threshold=s.threshold,
+            clear_after=settings.publish.clear_after,
+            heartbeat=settings.publish.heartbeat,
+        )
 
     def __post_init__(self) -> None:
         if not 1 <= self.agree <= self.window:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from edged import __version__
-from edged.daemon.smoothing import NONE, State, Transition
+from edged.daemon.outputs import NONE, ExpressionEvent, ExpressionReport
 
 if TYPE_CHECKING:
     from edged.settings import Settings
@@ -112,33 +112,18 @@ def _default(o: object) -> object:
     raise TypeError(f"cannot encode {type(o).__name__}")
 
 
-def _num(x: float, digits: int) -> float | None:
-    return round(float(x), digits) if math.isfinite(x) else None
+def state_payload(report: ExpressionReport) -> bytes:
+    """The retained ``state``: the daemon's debounced expression and how sure (0..1)."""
+    body = report.as_dict()
+    body["since"] = iso_time(report.since)
+    body["timestamp"] = iso_time(report.timestamp)
+    body["detect"] = ON if report.detect else OFF
+    return encode(body)
 
 
-def state_payload(
-    state: State, model_version: str | None, wall: float, since_wall: float, detect: bool = True
-) -> bytes:
-    """The retained ``state``: the smoothed expression and how sure (0..1)."""
-    return encode(
-        {
-            "expression": state.expression,
-            "confidence": _num(state.confidence, 3),
-            "distance": _num(state.distance, 2),
-            "faces": state.faces,
-            "since": iso_time(since_wall),
-            "timestamp": iso_time(wall),
-            "model_version": model_version,
-            "detect": ON if detect else OFF,
-        }
-    )
-
-
-def event_payload(t: Transition, wall: float) -> bytes:
-    """One ``event`` per transition; not retained, so nothing stale replays."""
-    return encode(
-        {"from": t.from_, "to": t.to, "confidence": _num(t.confidence, 3), "time": iso_time(wall)}
-    )
+def event_payload(event: ExpressionEvent) -> bytes:
+    """One ``event`` per change; not retained, so nothing stale replays."""
+    return encode({**event.as_dict(), "time": iso_time(event.time)})
 
 
 def detections_payload(result: FrameResult, wall: float) -> bytes:
@@ -147,15 +132,7 @@ def detections_payload(result: FrameResult, wall: float) -> bytes:
         {
             "timestamp": iso_time(wall),
             "model_version": result.model_version,
-            "faces": [
-                {
-                    "expression": f.expression,
-                    "confidence": _num(f.confidence, 3),
-                    "distance": _num(f.distance, 2),
-                    "box": [f.box.x, f.box.y, f.box.w, f.box.h],
-                }
-                for f in result.faces
-            ],
+            "faces": [f.as_dict() for f in result.faces],
         }
     )
 

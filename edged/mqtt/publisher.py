@@ -16,19 +16,18 @@ backoff does the retrying; a refused connection is logged once, in words.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from edged.daemon.smoothing import Smoother, SmoothingConfig, Step
-from edged.mqtt.client import describe_connack, describe_oserror, make_client
+from edged.daemon.outputs import Commands, ExpressionEvent, ExpressionReport
+from edged.mqtt.client import describe_connack, describe_oserror
 from edged.mqtt.messages import (
     OFF,
     OFFLINE,
@@ -47,7 +46,6 @@ from edged.vision.draw import draw_faces
 
 if TYPE_CHECKING:
     from edged.daemon.model_store import ModelStatus
-    from edged.daemon.service import Controls
     from edged.settings import Settings
     from edged.vision.pipeline import FrameResult
 
@@ -55,44 +53,27 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 1.0  # s to wait for the retained "offline" on shutdown (SIGTERM → exit in 2 s)
 
-def smoothing_config(settings: Settings) -> SmoothingConfig:
-    s = settings.smoothing
-    return SmoothingConfig(
-        enabled=s.enabled,
-        window=s.window,
-        agree=s.agree,
-        min_hold=s.min_hold,
-        threshold=s.threshold,
-        clear_after=settings.publish.clear_after,
-        heartbeat=settings.publish.heartbeat,
-    )
-
-
 class MqttPublisher:
-    """Publishes edged's results; implements ``edged.service.Output``."""
+    """Publishes what the daemon decided; implements the daemon's ``Output`` protocol."""
 
     def __init__(
         self,
         settings: Settings,
-        controls: Controls,
+        client: mqtt.Client,
         *,
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
-        environ: Mapping[str, str] = os.environ,
     ) -> None:
-        cfg = settings.mqtt
         self.settings = settings
-        self.controls = controls
+        self.client = client  # made by `edged.mqtt.client.make_client` (id, will, TLS, ...)
         self.topics = Topics.from_settings(settings)
         self.discovery = Discovery.of(settings) if settings.homeassistant.discovery else None
-        self._qos = cfg.qos
+        self._qos = settings.mqtt.qos
         self._wall = wall
-        self._clock = clock  # the smoother's time: immune to wall-clock jumps (NTP at boot)
-        self._smoother = Smoother(smoothing_config(settings))  # loop thread only
+        self._clock = clock  # snapshot pacing: immune to wall-clock jumps (NTP at boot)
         self._detections = settings.publish.detections
-        self._detect_on = controls.detect.is_set()  # as last seen by the loop thread
-        self._model_version: str | None = None
         self._classes: list[str] = []
+        self._commands: Commands | None = None  # set by start(): the daemon's switchboard
 
         self._lock = threading.Lock()
         self._connected = False
@@ -102,23 +83,21 @@ class MqttPublisher:
         self._problem: str | None = None  # the last reported connection problem
         self.reconnects = 0
         self.dropped = 0  # events and detections not sent because the broker was away
-        self._started_wall = wall()
         self.wants_images = settings.publish.snapshot  # the service passes frames only if so
         self._next_snapshot = 0.0
         self._canvas: np.ndarray | None = None
 
-        self.client = make_client(settings, will=True, environ=environ)
-        self.client.on_connect = self._on_connect
-        self.client.on_connect_fail = self._on_connect_fail
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self._set_latest(self.topics.detect_state, ON if self._detect_on else OFF)
-        if self.discovery is not None:
-            self._discovery_msgs = discovery_messages(self.discovery, [], self.wants_images)
-
     # -- Output ------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, commands: Commands) -> None:
+        self._commands = commands
+        client = self.client
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        if self.discovery is not None:
+            self._discovery_msgs = discovery_messages(self.discovery, [], self.wants_images)
         cfg = self.settings.mqtt
         log.info(
             "MQTT: connecting to %s:%d%s as %s, topics under %s/",
@@ -128,31 +107,22 @@ class MqttPublisher:
             cfg.client_id or f"edged-{cfg.device_id}",
             self.topics.base,
         )
-        self.client.connect_async(cfg.host, cfg.port, cfg.keepalive)
-        self.client.loop_start()
+        client.connect_async(cfg.host, cfg.port, cfg.keepalive)
+        client.loop_start()
 
     def on_frame(self, result: FrameResult | None, now: float) -> None:
-        """``now`` is the wall clock, for payloads; debouncing runs on the monotonic clock."""
-        mono = self._clock()
-        detect = self.controls.detect.is_set()
-        if detect != self._detect_on:
-            self._detect_on = detect
-            log.info("expression detection switched %s", ON if detect else OFF)
-            self._publish_retained(self.topics.detect_state, (ON if detect else OFF).encode())
-            if detect:  # back on: say so in the state at once
-                self._emit(Step(self._smoother.republish(mono)), mono, now)
-            else:
-                self._emit(self._smoother.clear(mono), mono, now)
-            return
-        if not detect:
-            return
-        if result is not None:
-            if result.model_version:
-                self._model_version = result.model_version
-            if self._detections and result.faces:
-                wall = result.timestamp or now
-                self._publish_volatile(self.topics.detections, detections_payload(result, wall), 0)
-        self._emit(self._smoother.update(result, mono), mono, now)
+        if result is not None and self._detections and result.faces:
+            wall = result.timestamp or now
+            self._publish_volatile(self.topics.detections, detections_payload(result, wall), 0)
+
+    def on_state(self, report: ExpressionReport) -> None:
+        self._publish_retained(self.topics.state, state_payload(report))
+
+    def on_event(self, event: ExpressionEvent) -> None:
+        self._publish_volatile(self.topics.event, event_payload(event), self._qos)
+
+    def on_detect(self, on: bool) -> None:
+        self._publish_retained(self.topics.detect_state, (ON if on else OFF).encode())
 
     def on_image(self, image: np.ndarray, result: FrameResult, now: float) -> None:
         """The opt-in snapshot: an annotated JPEG at most every ``snapshot_interval`` s.
@@ -161,7 +131,7 @@ class MqttPublisher:
         so by default no image ever reaches this class, let alone the network.
         """
         mono = self._clock()
-        if not self.wants_images or mono < self._next_snapshot or not self._detect_on:
+        if not self.wants_images or mono < self._next_snapshot:
             return
         self._next_snapshot = mono + self.settings.publish.snapshot_interval
         if not self._connected:
@@ -180,8 +150,6 @@ class MqttPublisher:
         self._publish_retained(self.topics.camera, (ONLINE if online else OFFLINE).encode())
 
     def on_model(self, status: ModelStatus) -> None:
-        if status.version:
-            self._model_version = status.version
         classes = list(status.classes)
         if self.discovery is None or not classes or classes == self._classes:
             return
@@ -228,20 +196,6 @@ class MqttPublisher:
             sock.close()
 
     # -- publishing --------------------------------------------------------------------
-
-    def _emit(self, step: Step, mono: float, wall: float) -> None:
-        if step.transition is not None:
-            t = step.transition
-            log.info("expression: %s -> %s (%.0f%%)", t.from_, t.to, t.confidence * 100)
-            self._publish_volatile(self.topics.event, event_payload(t, wall), self._qos)
-        if step.state is not None:
-            state = step.state
-            since = wall - (mono - state.since) if state.since else self._started_wall
-            payload = state_payload(state, self._model_version, wall, since, self._detect_on)
-            self._publish_retained(self.topics.state, payload)
-
-    def _set_latest(self, topic: str, payload: str) -> None:
-        self._latest[topic] = payload.encode()
 
     def _publish_retained(self, topic: str, payload: bytes) -> None:
         """Remember as the newest value; send now if connected, else on reconnect."""
@@ -334,12 +288,9 @@ class MqttPublisher:
             if on is None:
                 log.warning("ignoring %s payload %r: send ON or OFF", msg.topic, msg.payload[:40])
                 return
-            if on:
-                self.controls.detect.set()
-            else:
-                self.controls.detect.clear()
-            # Confirm at once; the loop clears the expression on its next tick.
-            self._publish_retained(self.topics.detect_state, (ON if on else OFF).encode())
+            if self._commands is not None:
+                # The daemon decides; its answer comes back through on_detect (once).
+                self._commands.set_detect(on, f"MQTT {msg.topic}")
         elif msg.payload.strip().lower() == ONLINE.encode():
             log.info("Home Assistant is online: re-sending discovery")
             with self._lock:
