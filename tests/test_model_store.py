@@ -175,7 +175,7 @@ def test_slow_writer_with_an_unchanged_signature_still_loads(live, models, store
 
 
 def test_each_distinct_problem_is_logged_once(live, store_factory, caplog) -> None:
-    caplog.set_level(logging.DEBUG, logger="edged.model_store")
+    caplog.set_level(logging.DEBUG, logger="edged.daemon.model_store")
     changes = Changes()
     store = store_factory(live, start=False, on_change=changes)
     caplog.clear()
@@ -193,7 +193,7 @@ def test_each_distinct_problem_is_logged_once(live, store_factory, caplog) -> No
 
 
 def test_bad_file_is_not_reread_every_poll(live, store_factory, monkeypatch) -> None:
-    import edged.model_store as ms
+    import edged.daemon.model_store as ms
 
     calls = []
     real = ms.load_model
@@ -293,8 +293,7 @@ def test_stop_is_immediate_even_with_a_long_poll_interval(live) -> None:
     t0 = time.monotonic()
     store.stop()
     assert time.monotonic() - t0 < 1.0  # not the 30 s poll
-    assert store._thread is not None
-    assert not store._thread.is_alive()
+    assert not store.running
 
 
 def test_a_failing_callback_does_not_stop_reloading(live, models, store_factory) -> None:
@@ -306,3 +305,49 @@ def test_a_failing_callback_does_not_stop_reloading(live, models, store_factory)
     until(lambda: store.status.version == version(models[1]))
     put_atomically(models[0], live)
     until(lambda: store.status.version == version(models[0]))
+
+
+def test_an_unexpected_error_in_a_check_is_logged_once_and_loading_goes_on(
+    live, models, store_factory, monkeypatch, caplog
+) -> None:
+    """An error type the store does not expect escapes its check: the store's Worker logs
+    it once with its traceback and restarts the thread; a later model still loads."""
+    caplog.set_level(logging.DEBUG, logger="edged.daemon")
+    real_stat = os.stat
+    raised = threading.Event()
+
+    def flaky_stat(path, *args, **kwargs):
+        if Path(path) == live and not raised.is_set():
+            raised.set()
+            raise ValueError("stat result out of range")  # not an OSError: not foreseen
+        return real_stat(path, *args, **kwargs)
+
+    fatal: list[str] = []
+    store = store_factory(live, on_fatal=fatal.append)  # loaded A before the fault
+    monkeypatch.setattr(os, "stat", flaky_stat)
+    assert raised.wait(10)
+    put_atomically(models[1], live)
+    until(lambda: store.status.version == version(models[1]))
+    assert store.status.error is None
+    assert store.running
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
+    assert errors[0].exc_info[0] is ValueError
+    assert "edged-model" in errors[0].getMessage()
+    assert fatal == []
+
+
+def test_stopped_stores_leave_no_open_pipes(live) -> None:
+    """Each started store has a wake-up pipe; it is closed once the store is gone."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    before = len(list(fds.iterdir()))
+    for _ in range(20):
+        store = ModelStore(live, poll_interval=POLL)
+        store.start()
+        store.request_reload()
+        store.stop()
+        del store
+    assert len(list(fds.iterdir())) <= before

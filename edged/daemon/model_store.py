@@ -15,30 +15,22 @@ signature is tried once more after it has been stable for a poll interval.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import select
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from edged.daemon.waker import Waker
+from edged.daemon.workers import FatalHandler, Worker
 from edged.errors import ModelError
 from edged.vision.model import ExpressionModel
 from edged.vision.model_file import load_model
 
 log = logging.getLogger(__name__)
-
-
-def _close_fds(*fds: int) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
 
 State = Literal["loaded", "no model", "error"]
 Signature = tuple[int, int, int]  # st_mtime_ns, st_size, st_ino
@@ -68,7 +60,9 @@ class ModelStore:
     `current`; any thread may read it.
 
     ``on_change(status)`` runs on the loading thread after every successful load and
-    every newly seen problem (the same events that are logged).
+    every newly seen problem (the same events that are logged). An unexpected exception
+    on the thread is logged and the thread restarted (see `Worker`); ``on_fatal`` hears
+    when it keeps failing.
     """
 
     def __init__(
@@ -77,27 +71,27 @@ class ModelStore:
         labels: Sequence[str] | None = None,
         poll_interval: float = 1.0,
         on_change: Callable[[ModelStatus], None] | None = None,
+        *,
+        on_fatal: FatalHandler | None = None,
     ) -> None:
         self.path = Path(path)
         self.labels = list(labels) if labels else None
         self.poll_interval = poll_interval
         self._on_change = on_change
+        self._on_fatal = on_fatal
         self.current: ExpressionModel | None = None
         self._status = ModelStatus("no model")
         self._load_lock = threading.Lock()  # one check/load at a time (thread vs load_now)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Made by `start`: a store used only through `load_now` has no thread, no pipe.
+        self._worker: Worker | None = None
+        self._waker: Waker | None = None  # its stop flag and wake-ups (request_reload)
+        self._runner: threading.Thread | None = None  # the thread running `_run`
         self._seen: Signature | str | None = None  # the last file looked at, or why not
         self._checked = False  # whether any check ran (a file missing from the start)
         self._failed: Signature | None = None  # that signature's load failed...
         self._retried = False  # ...and was tried again once it was stable
         self._logged_error: object = None
         self._force = False
-        # A self-pipe wakes the thread: os.write is safe even inside a signal handler.
-        # It is closed when the store is garbage (never while another thread may write).
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-        weakref.finalize(self, _close_fds, self._wake_r, self._wake_w)
 
     @property
     def status(self) -> ModelStatus:
@@ -115,44 +109,54 @@ class ModelStore:
 
     def start(self) -> None:
         """Start the polling thread (call `load_now` first for a synchronous first load)."""
-        if self._thread is not None:
+        if self._worker is not None:
             raise RuntimeError("ModelStore.start() called twice")
-        self._thread = threading.Thread(target=self._run, name="edged-model", daemon=True)
-        self._thread.start()
+        # The pipe is closed when the store is garbage, never in `stop`: a signal
+        # handler may still call `request_reload`, and a reused fd must not get its byte.
+        self._waker = Waker()
+        # A restart waits about a poll (at most 1 s): the next check would come then anyway.
+        first = min(self.poll_interval, 1.0)
+        self._worker = Worker(
+            "edged-model", self._run, on_fatal=self._on_fatal, backoff=(first, 30.0)
+        )
+        self._worker.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the thread at once (even mid-wait) and join it."""
-        self._stop.set()
-        self._wake()
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout)
-            if t.is_alive():
-                log.warning("model loader did not stop within %.1f s", timeout)
+        """Stop the thread at once (even mid-wait or mid-backoff) and join it."""
+        worker, waker = self._worker, self._waker
+        if worker is None or waker is None:
+            return
+        worker.stop()
+        waker.set()
+        if threading.current_thread() is self._runner:
+            return  # from the callback, on the store's own thread: it ends after this
+        if not worker.join(timeout):
+            log.warning("model loader did not stop within %.1f s", timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the polling thread is alive (also while it waits to restart)."""
+        return self._worker is not None and self._worker.alive
 
     def request_reload(self) -> None:
-        """Reload even if the file looks unchanged (SIGHUP). Safe from any thread or handler."""
+        """Reload even if the file looks unchanged (SIGHUP). Safe from any thread or handler:
+        a flag and one ``os.write``, no lock."""
         self._force = True
-        self._wake()
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # pipe full (already woken) or closed
-            os.write(self._wake_w, b"x")
+        waker = self._waker
+        if waker is not None:  # not started: the next check sees the flag
+            waker.poke()
 
     # -- the polling thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._check(force=False)
-            except Exception:  # a bug here must not end reloading for good
-                log.exception("unexpected error while checking the model file")
-            try:
-                ready, _, _ = select.select([self._wake_r], [], [], self.poll_interval)
-                if ready:
-                    os.read(self._wake_r, 4096)
-            except OSError:
-                return
+        """Poll until stopped. An exception escaping a check goes to the `Worker`, which
+        logs it once with its traceback and runs this again after a backoff."""
+        self._runner = threading.current_thread()
+        waker = self._waker
+        assert waker is not None  # made by start, before the thread
+        while not waker.flag:
+            self._check(force=False)
+            waker.wait(self.poll_interval)
 
     def _stat(self) -> Signature | str | None:
         """The file's signature, None if it does not exist, or why it cannot be read."""
