@@ -350,7 +350,7 @@ def test_file_that_ends_goes_offline_once_and_stops(tmp_path, grabbers) -> None:
 def test_missing_file_retries_then_recovers_when_it_appears(
     tmp_path, grabbers, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="edged.capture")
+    caplog.set_level(logging.DEBUG, logger="edged.daemon.capture")
     target = tmp_path / "later.avi"
     states = States()
     g = grabbers(settings(target, realtime=True, loop=True), states)

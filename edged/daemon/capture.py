@@ -68,18 +68,20 @@ def source_kind(source: str) -> SourceKind:
     """What kind of source a ``camera.source`` string names (``auto`` resolved)."""
     s = source.strip()
     if s == "auto":
-        return SourceKind.PICAMERA2 if picamera2_available() else SourceKind.DEVICE_INDEX
+        s = "picamera2" if picamera2_available() else "0"
     if s == "picamera2":
-        return SourceKind.PICAMERA2
-    if "!" in s:
-        return SourceKind.GSTREAMER
-    if s.isdigit():
-        return SourceKind.DEVICE_INDEX
-    if s.startswith("/dev/"):
-        return SourceKind.DEVICE_PATH
-    if _URL.match(s):
-        return SourceKind.URL
-    return SourceKind.FILE
+        kind = SourceKind.PICAMERA2
+    elif "!" in s:
+        kind = SourceKind.GSTREAMER
+    elif s.isdigit():
+        kind = SourceKind.DEVICE_INDEX
+    elif s.startswith("/dev/"):
+        kind = SourceKind.DEVICE_PATH
+    elif _URL.match(s):
+        kind = SourceKind.URL
+    else:
+        kind = SourceKind.FILE
+    return kind
 
 
 def display_name(source: str) -> str:
@@ -191,7 +193,8 @@ class Picamera2Source(Source):
 
     def __init__(self, settings: CameraSettings) -> None:
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            # Optional, and only on a Pi: imported only when asked for.
+            from picamera2 import Picamera2  # noqa: PLC0415
         except ImportError:
             raise SourceUnsupported(
                 "camera.source 'picamera2' needs the picamera2 package, which this Python "
@@ -269,19 +272,21 @@ def _configure_device(cap: cv2.VideoCapture, settings: CameraSettings) -> None:
     cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # fewer frames queued in the driver: fresher frames
 
 
-def _open_cv(settings: CameraSettings, kind: SourceKind) -> CvSource:
-    src = settings.source.strip()
-    name = display_name(src)
+def _device_index(src: str) -> int:
+    return 0 if src == "auto" else int(src)
+
+
+def _video_capture(settings: CameraSettings, kind: SourceKind, src: str) -> cv2.VideoCapture:
+    """A capture for ``src`` (not yet known to be open); `CameraError` when it cannot be."""
     if kind is SourceKind.DEVICE_INDEX:
-        index = 0 if src == "auto" else int(src)
+        index = _device_index(src)
         if sys.platform.startswith("linux"):
             _check_device(f"/dev/video{index}")
-        cap = cv2.VideoCapture(index, _v4l2_backend())
-        name = f"camera {index}"
-    elif kind is SourceKind.DEVICE_PATH:
+        return cv2.VideoCapture(index, _v4l2_backend())
+    if kind is SourceKind.DEVICE_PATH:
         _check_device(src)
-        cap = cv2.VideoCapture(src, _v4l2_backend())
-    elif kind is SourceKind.GSTREAMER:
+        return cv2.VideoCapture(src, _v4l2_backend())
+    if kind is SourceKind.GSTREAMER:
         if not has_gstreamer():
             raise SourceUnsupported(
                 "camera.source looks like a GStreamer pipeline (it contains '!'), but this "
@@ -290,26 +295,35 @@ def _open_cv(settings: CameraSettings, kind: SourceKind) -> CvSource:
                 "(e.g. the distribution's python3-opencv, with a venv made with "
                 "--system-site-packages)"
             )
-        cap = cv2.VideoCapture(src, cv2.CAP_GSTREAMER)
-    elif kind is SourceKind.URL:
+        return cv2.VideoCapture(src, cv2.CAP_GSTREAMER)
+    if kind is SourceKind.URL:
         ms = int(settings.read_timeout * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        cap = cv2.VideoCapture(src, cv2.CAP_FFMPEG, params)
-    else:
-        path = Path(src).expanduser()
-        if "%" in path.name:  # an image sequence such as frames/img_%04d.jpg
-            if not path.parent.is_dir():
-                raise CameraError(f"image sequence folder {path.parent} does not exist")
-            cap = cv2.VideoCapture(str(path), cv2.CAP_IMAGES)
-        elif path.is_dir():
-            raise CameraError(
-                f"{path} is a folder: give a video file, or an image sequence pattern "
-                f"such as {path}/img_%04d.jpg"
-            )
-        elif not path.exists():
-            raise CameraError(f"video file {path} does not exist")
-        else:
-            cap = cv2.VideoCapture(str(path))
+        return cv2.VideoCapture(src, cv2.CAP_FFMPEG, params)
+    return _file_capture(Path(src).expanduser())
+
+
+def _file_capture(path: Path) -> cv2.VideoCapture:
+    if "%" in path.name:  # an image sequence such as frames/img_%04d.jpg
+        if not path.parent.is_dir():
+            raise CameraError(f"image sequence folder {path.parent} does not exist")
+        return cv2.VideoCapture(str(path), cv2.CAP_IMAGES)
+    if path.is_dir():
+        raise CameraError(
+            f"{path} is a folder: give a video file, or an image sequence pattern "
+            f"such as {path}/img_%04d.jpg"
+        )
+    if not path.exists():
+        raise CameraError(f"video file {path} does not exist")
+    return cv2.VideoCapture(str(path))
+
+
+def _open_cv(settings: CameraSettings, kind: SourceKind) -> CvSource:
+    src = settings.source.strip()
+    cap = _video_capture(settings, kind, src)
+    name = display_name(src)
+    if kind is SourceKind.DEVICE_INDEX:
+        name = f"camera {_device_index(src)}"
     if not cap.isOpened():
         cap.release()
         raise CameraError(_open_failure(kind, name))
@@ -574,40 +588,17 @@ class FrameGrabber:
             first = source.read(self._back)
             if first is None:
                 return 0.0, f"{source.name} opened but delivered no frame"
-            with self._lock:
-                self._opens += 1
-                self._source_fps = rate if source.is_file else source.fps
-                self._interval = 1.0 / self._source_fps if self._source_fps else 0.0
-                self._online = True
-            h, w = first.shape[:2]
-            fps_text = f" at {self._source_fps:g} fps" if self._source_fps else ""
-            self._report(True, f"{source.name} delivers {w}x{h}{fps_text}")
-            last_grab = time.monotonic()
-            self._publish(first, self._count_grab(), last_grab)
+            last_grab = self._went_online(source, first, rate)
             next_due = last_grab + period
             while not self._stop.is_set():
                 if period:
-                    wait = next_due - time.monotonic()
-                    if wait > 0 and self._stop.wait(wait):
+                    due = self._pace(next_due, period)
+                    if due is None:
                         break
-                    # After a stall, resume the pace instead of bursting to catch up.
-                    next_due = max(next_due + period, time.monotonic())
-                ok = source.grab()
-                if not ok and source.is_file and s.loop:
-                    ok = source.rewind() and source.grab()
-                    if not ok:
-                        return time.monotonic() - opened, f"cannot loop {source.name}"
+                    next_due = due
+                ok, reason = self._grab(source)
                 if not ok:
-                    if source.is_file:
-                        with self._cond:
-                            self._ended = True
-                            self._cond.notify_all()
-                        self._report(False, f"end of {source.name}")
-                        return time.monotonic() - opened, None
-                    return (
-                        time.monotonic() - opened,
-                        f"{source.name} stopped delivering frames (unplugged or stream broken?)",
-                    )
+                    return time.monotonic() - opened, reason
                 now = time.monotonic()
                 self._interval = 0.9 * self._interval + 0.1 * (now - last_grab)
                 last_grab = now
@@ -624,13 +615,55 @@ class FrameGrabber:
                 self._publish(image, seq, now)
             return time.monotonic() - opened, None
         finally:
-            try:
-                source.release()
-            except Exception:
-                log.exception("error releasing %s", source.name)
+            self._release(source)
+
+    def _went_online(self, source: Source, first: np.ndarray, rate: float) -> float:
+        """Count the open, report online, publish the first frame; returns its grab time."""
+        with self._lock:
+            self._opens += 1
+            self._source_fps = rate if source.is_file else source.fps
+            self._interval = 1.0 / self._source_fps if self._source_fps else 0.0
+            self._online = True
+        h, w = first.shape[:2]
+        fps_text = f" at {self._source_fps:g} fps" if self._source_fps else ""
+        self._report(True, f"{source.name} delivers {w}x{h}{fps_text}")
+        last_grab = time.monotonic()
+        self._publish(first, self._count_grab(), last_grab)
+        return last_grab
+
+    def _pace(self, next_due: float, period: float) -> float | None:
+        """Wait until a realtime file's next frame is due; its next due time, None on stop."""
+        wait = next_due - time.monotonic()
+        if wait > 0 and self._stop.wait(wait):
+            return None
+        # After a stall, resume the pace instead of bursting to catch up.
+        return max(next_due + period, time.monotonic())
+
+    def _grab(self, source: Source) -> tuple[bool, str | None]:
+        """Grab the next frame (rewinding a looping file): (True, None) when grabbed,
+        else (False, why it failed), or (False, None) at the end of a file."""
+        if source.grab():
+            return True, None
+        if source.is_file and self.settings.loop:
+            if source.rewind() and source.grab():
+                return True, None
+            return False, f"cannot loop {source.name}"
+        if source.is_file:
             with self._cond:
-                self._online = False
+                self._ended = True
                 self._cond.notify_all()
+            self._report(False, f"end of {source.name}")
+            return False, None
+        return False, f"{source.name} stopped delivering frames (unplugged or stream broken?)"
+
+    def _release(self, source: Source) -> None:
+        try:
+            source.release()
+        except Exception:
+            log.exception("error releasing %s", source.name)
+        with self._cond:
+            self._online = False
+            self._cond.notify_all()
 
     def _count_grab(self) -> int:
         with self._lock:
