@@ -224,7 +224,7 @@ def choose_layout(root: Path, classes: tuple[str, ...], layout: str = "auto") ->
     if layout != "auto":
         if layout not in found:
             raise DatasetError(f"{root} has no {layout} layout ({_describe(found)})")
-        return layout  # type: ignore[return-value]
+        return layout
     if not found:
         raise DatasetError(
             f"{root} holds no dataset: expected images/ with <class>.txt lists, "
@@ -367,4 +367,3 @@ def _assemble(
         available=offered,
         sources=sources,
     )
-

@@ -31,11 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
+import numpy.typing as npt
 
 from edged.training import fitting
 from edged.training.datasets import person_folds
-from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector
+from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector, Gray
 from edged.vision.model import ExpressionModel
 from edged.vision.preprocess import Preprocessor
 
@@ -112,7 +114,7 @@ class EvalReport:
     def face_rate_train(self) -> float:
         return self.train_faces / self.train_images if self.train_images else 0.0
 
-    def confusion(self) -> np.ndarray:
+    def confusion(self) -> npt.NDArray[np.int64]:
         """Rows: true class; columns: predicted class, then a last column for "no face"."""
         index = {c: i for i, c in enumerate(self.classes)}
         m = np.zeros((len(self.classes), len(self.classes) + 1), np.int64)
@@ -137,7 +139,7 @@ class EvalReport:
         n = len(self.outcomes)
         return sum(o.correct for o in self.outcomes) / n if n else 0.0
 
-    def answered(self) -> tuple[np.ndarray, np.ndarray]:
+    def answered(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(confidence, correct) of the images where a face was found."""
         got = [o for o in self.outcomes if o.predicted is not None]
         return (
@@ -183,7 +185,7 @@ def balanced_accuracy(
 
 
 def expected_calibration_error(
-    confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
+    confidence: npt.ArrayLike, correct: npt.ArrayLike, bins: int = ECE_BINS
 ) -> float:
     """Bin-size-weighted mean |accuracy - mean confidence| over equal-width bins of [0, 1]."""
     conf = np.asarray(confidence, np.float64)
@@ -276,8 +278,6 @@ def format_report(report: EvalReport) -> str:
 
 def write_confusion_png(report: EvalReport, path: Path | str) -> None:
     """A confusion-matrix picture: rows true class, columns predicted (+ "no face")."""
-    import cv2
-
     m = report.confusion()
     rows = m.sum(axis=1, keepdims=True).clip(min=1)
     share = m / rows
@@ -316,7 +316,7 @@ def write_confusion_png(report: EvalReport, path: Path | str) -> None:
 def edged_pipeline(
     fit_config: fitting.FitConfig | None = None,
     detector_config: DetectorConfig | None = None,
-    faces: dict[Path, np.ndarray | None] | None = None,
+    faces: dict[Path, Gray | None] | None = None,
 ) -> tuple[TrainFn, PredictFn]:
     """The (train, predict) pair for edged's own pipeline: image-mode detector, the
     shared `Preprocessor`, `fitting.fit`, and `ExpressionModel` scoring.
@@ -327,9 +327,9 @@ def edged_pipeline(
     cfg = fit_config or fitting.FitConfig()
     detector = FaceDetector(detector_config or IMAGE_DETECTOR)
     pre = Preprocessor(cfg.preprocess)
-    cache: dict[Path, np.ndarray | None] = dict(faces or {})
+    cache: dict[Path, Gray | None] = dict(faces or {})
 
-    def face_of(path: Path) -> np.ndarray | None:
+    def face_of(path: Path) -> Gray | None:
         if path not in cache:
             cache[path] = fitting.extract_face(path, detector, pre)
         return cache[path]

@@ -26,13 +26,19 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.training.datasets import person_folds
-from edged.vision.detector import FaceDetector, to_gray
+from edged.vision.detector import FaceDetector, Gray, pixels, to_gray
 from edged.vision.model import ExpressionModel, LBPHParams, ModelMeta
 from edged.vision.model_file import load_model, write_model
 from edged.vision.pipeline import largest_face
 from edged.vision.preprocess import PreprocessConfig, Preprocessor
 
 log = logging.getLogger("edged.fitting")
+
+Histograms = npt.NDArray[np.float32]  # LBPH histograms (or prototypes), one per row
+Floats = npt.NDArray[np.float64]  # distances, scorer weights, probabilities
+Ints = npt.NDArray[np.int64]  # class ids, row indices
+Masks = npt.NDArray[np.bool_]  # one mask over histogram bins per row
+
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -55,21 +61,21 @@ class FitConfig:
 class FittedModel:
     """Everything `vision.write_model` needs."""
 
-    histograms: list[np.ndarray]
+    histograms: list[Histograms]
     labels: list[int]
     classes: dict[int, str]
     params: LBPHParams
     meta: ModelMeta
 
 
-def lbph_histograms(faces: Sequence[np.ndarray], params: LBPHParams) -> np.ndarray:
+def lbph_histograms(faces: Sequence[Gray], params: LBPHParams) -> Histograms:
     """LBPH's own spatial histograms of ``faces`` (one row each), computed by OpenCV."""
     recognizer = params.create()
     recognizer.train(list(faces), np.zeros(len(faces), np.int32))
     return np.vstack([h.reshape(1, -1) for h in recognizer.getHistograms()]).astype(np.float32)
 
 
-def chi_square(queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
+def chi_square(queries: Histograms, refs: Histograms) -> Floats:
     """OpenCV's HISTCMP_CHISQR_ALT (what LBPH predicts with): 2 sum (a-b)^2/(a+b)."""
     out = np.empty((len(queries), len(refs)), np.float64)
     for j, r in enumerate(refs):
@@ -81,7 +87,7 @@ def chi_square(queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
     return out
 
 
-def region_masks(params: LBPHParams, band: int) -> np.ndarray:
+def region_masks(params: LBPHParams, band: int) -> Masks:
     """One boolean mask over histogram bins per band of ``band`` cell rows."""
     cells = params.grid_x * params.grid_y
     per_cell = params.histogram_size // cells
@@ -96,8 +102,8 @@ def region_masks(params: LBPHParams, band: int) -> np.ndarray:
 
 
 def prototypes(
-    hists: np.ndarray, labels: np.ndarray, class_ids: Sequence[int], masks: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+    hists: Histograms, labels: Ints, class_ids: Sequence[int], masks: Masks
+) -> tuple[Histograms, Ints]:
     """Per class and region, the class mean (in sqrt space) zeroed outside the region.
 
     A class with no faces here (a small inner fold) borrows the mean of all faces.
@@ -114,7 +120,7 @@ def prototypes(
     return np.array(protos), np.array(owners, np.int64)
 
 
-def _index_folds(groups: Sequence[str], k: int, seed: int) -> list[npt.NDArray[np.int64]]:
+def _index_folds(groups: Sequence[str], k: int, seed: int) -> list[Ints]:
     """`person_folds` as index arrays, for selecting rows of the feature matrices."""
     return [np.array(f, np.int64) for f in person_folds(groups, k, seed)]
 
@@ -122,15 +128,16 @@ def _index_folds(groups: Sequence[str], k: int, seed: int) -> list[npt.NDArray[n
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def _softmax(z: Floats) -> Floats:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+    p: Floats = e / e.sum(1, keepdims=True)
+    return p
 
 
 def fit_logistic(
-    x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, iters: int = 400
-) -> tuple[np.ndarray, np.ndarray]:
+    x: Floats, y: Ints, n_classes: int, l2: float, iters: int = 400
+) -> tuple[Floats, Floats]:
     """Class-balanced multinomial logistic regression (Adam on the mean log-loss + ridge).
 
     Returns (weights (features x classes), bias (classes)). Small problem (tens of
@@ -158,7 +165,7 @@ def fit_logistic(
     return w, b
 
 
-def choose_l2(x: np.ndarray, y: np.ndarray, n_classes: int, groups: Sequence[str]) -> float:
+def choose_l2(x: Floats, y: Ints, n_classes: int, groups: Sequence[str]) -> float:
     """The ridge penalty with the lowest person-held-out log-loss: a strong penalty on a
     small training set (else the confidence is overstated), a weak one on a large set."""
     folds = _index_folds(groups, 3, seed=1)
@@ -180,7 +187,7 @@ def choose_l2(x: np.ndarray, y: np.ndarray, n_classes: int, groups: Sequence[str
 
 
 def fit(
-    faces: Sequence[np.ndarray],
+    faces: Sequence[Gray],
     labels: Sequence[int],
     classes: Mapping[int, str],
     config: FitConfig | None = None,
@@ -202,8 +209,8 @@ def fit(
 
 
 def fit_histograms(
-    hists: np.ndarray,
-    mirrored: np.ndarray | None,
+    hists: Histograms,
+    mirrored: Histograms | None,
     labels: Sequence[int],
     classes: Mapping[int, str],
     config: FitConfig | None = None,
@@ -226,30 +233,16 @@ def fit_histograms(
     masks = region_masks(cfg.lbph, cfg.band)
     protos, owners = prototypes(train_h, train_y, class_ids, masks)
     weights = bias = None
-    calibrated = False
     group_list = list(groups) if groups is not None else [str(i) for i in range(len(hists))]
     folds = _index_folds(group_list, cfg.inner_folds, cfg.seed)
     if len(class_ids) > 1 and len(folds) > 1:
-        n = len(hists)
-        feats, targets, held_groups = [], [], []
-        for held in folds:
-            keep = np.ones(n, bool)
-            keep[held] = False
-            sel = np.concatenate([keep, keep]) if len(train_h) > n else keep
-            p, _ = prototypes(train_h[sel], train_y[sel], class_ids, masks)
-            feats.append(chi_square(hists[held], p))
-            targets.append(y[held])
-            held_groups.extend(group_list[i] for i in held)
-        x = np.vstack(feats)
-        target = np.searchsorted(class_ids, np.concatenate(targets))
-        mu, sd = x.mean(0), x.std(0) + 1e-6
-        z = (x - mu) / sd
-        l2 = cfg.l2 if cfg.l2 is not None else choose_l2(z, target, len(class_ids), held_groups)
-        w, b = fit_logistic(z, target, len(class_ids), l2)
-        # Fold the standardisation in: scores = distances @ weights + bias.
-        weights = w / sd[:, None]
-        bias = b - (mu / sd) @ w
-        calibrated = True
+        x = _held_out_distances(
+            hists, train_h, train_y, class_ids=class_ids, masks=masks, folds=folds
+        )
+        order = np.concatenate(folds)
+        target = np.searchsorted(class_ids, y[order])
+        held_groups = [group_list[i] for i in order]
+        weights, bias = _fit_scorer(x, target, len(class_ids), held_groups, cfg.l2)
     return FittedModel(
         histograms=list(protos),
         labels=[int(v) for v in owners],
@@ -258,7 +251,7 @@ def fit_histograms(
         meta=ModelMeta(
             preprocess=cfg.preprocess,
             temperature=1.0,
-            calibrated=calibrated,
+            calibrated=weights is not None,
             trained_images=len(hists),
             weights=weights,
             bias=bias,
@@ -266,12 +259,53 @@ def fit_histograms(
     )
 
 
-def extract_face(path: Path | str, detector: FaceDetector, pre: Preprocessor) -> np.ndarray | None:
+def _held_out_distances(
+    hists: Histograms,
+    train_h: Histograms,
+    train_y: Ints,
+    *,
+    class_ids: Sequence[int],
+    masks: Masks,
+    folds: Sequence[Ints],
+) -> Floats:
+    """Each face's distances to prototypes made without its fold (so never from its own
+    person), fold after fold: the features the scorer is fitted on.
+
+    ``train_h`` is ``hists`` (rows 0..n-1), followed by their mirror images if it has more.
+    """
+    n = len(hists)
+    feats = []
+    for held in folds:
+        keep = np.ones(n, bool)
+        keep[held] = False
+        sel = np.concatenate([keep, keep]) if len(train_h) > n else keep
+        p, _ = prototypes(train_h[sel], train_y[sel], class_ids, masks)
+        feats.append(chi_square(hists[held], p))
+    return np.vstack(feats)
+
+
+def _fit_scorer(
+    x: Floats, target: Ints, n_classes: int, groups: Sequence[str], l2: float | None
+) -> tuple[Floats, Floats]:
+    """(weights, bias) of the linear scorer over raw distances ``x``; ``l2`` None: the
+    ridge penalty is chosen on held-out people (``groups``, one per row of ``x``)."""
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    z = (x - mu) / sd
+    if l2 is None:
+        l2 = choose_l2(z, target, n_classes, groups)
+    w, b = fit_logistic(z, target, n_classes, l2)
+    # Fold the standardisation in: scores = distances @ weights + bias.
+    weights: Floats = w / sd[:, None]
+    bias: Floats = b - (mu / sd) @ w
+    return weights, bias
+
+
+def extract_face(path: Path | str, detector: FaceDetector, pre: Preprocessor) -> Gray | None:
     """The largest face of an image file, prepared for LBPH (a copy); None if none is found."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         return None
-    return largest_face(to_gray(image), detector, pre)
+    return largest_face(to_gray(pixels(image)), detector, pre)
 
 
 def to_model(fitted: FittedModel) -> ExpressionModel:

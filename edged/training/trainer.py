@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TextIO
 
 import cv2
-import numpy as np
 
 from edged.errors import DatasetError, EdgedError, run_guarded
 from edged.training import fitting
@@ -31,9 +30,17 @@ from edged.training.evaluate import (
     format_report,
     write_confusion_png,
 )
-from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector, to_gray
+from edged.vision.detector import (
+    IMAGE_DETECTOR,
+    DetectorConfig,
+    FaceDetector,
+    Gray,
+    pixels,
+    to_gray,
+)
 from edged.vision.model import LBPHParams
 from edged.vision.model_file import write_model
+from edged.vision.pipeline import largest_face
 from edged.vision.preprocess import Preprocessor
 
 # How many file names an error or warning quotes before "and N more".
@@ -60,13 +67,13 @@ class FaceSet:
     """The prepared faces of a dataset, and what happened to every image."""
 
     classes: tuple[str, ...]
-    faces: list[np.ndarray] = field(default_factory=list)
+    faces: list[Gray] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     persons: list[str] = field(default_factory=list)
     counts: dict[str, ClassCounts] = field(default_factory=dict)
     unreadable: dict[str, list[str]] = field(default_factory=dict)
     # Every readable sample's face (None: no face found), for --eval to reuse.
-    by_path: dict[Path, np.ndarray | None] = field(default_factory=dict)
+    by_path: dict[Path, Gray | None] = field(default_factory=dict)
     readable: list[Sample] = field(default_factory=list)
 
 
@@ -147,9 +154,7 @@ def extract_faces(
             out.unreadable.setdefault(s.label, []).append(s.path.name)
         else:
             out.readable.append(s)
-            gray = to_gray(image)
-            boxes = detector.detect(gray)
-            face = pre(gray, boxes[0]).copy() if boxes else None
+            face = largest_face(to_gray(pixels(image)), detector, pre)
             out.by_path[s.path] = face
             if face is None:
                 counts.no_face += 1
@@ -400,7 +405,6 @@ def _int_range(lo: int, hi: int) -> Callable[[str], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = LBPHParams()
     p = argparse.ArgumentParser(
         prog="edged-train",
         description="Build an LBPH expression model (trainer.yml) from labelled face photos: "
@@ -409,6 +413,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _dataset_arguments(p)
+    _lbph_arguments(p.add_argument_group("LBPH"))
+    _eval_arguments(p.add_argument_group("evaluation"))
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or table, only errors")
+    p.add_argument("--traceback", action="store_true", help="show tracebacks for unexpected errors")
+    return p
+
+
+def _dataset_arguments(p: argparse.ArgumentParser) -> None:
+    """What to read and where the model goes."""
     p.add_argument("dataset", type=Path, metavar="DATASET", help="the dataset folder")
     p.add_argument(
         "-o",
@@ -434,7 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train without listed images that do not exist, instead of failing",
     )
-    g = p.add_argument_group("LBPH")
+
+
+def _lbph_arguments(g: argparse._ArgumentGroup) -> None:
+    """LBPH's own parameters (defaults: `LBPHParams`)."""
+    defaults = LBPHParams()
     g.add_argument(
         "--radius",
         type=_int_range(1, 8),
@@ -459,7 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.grid_y,
         help="histogram cells down (default: %(default)s)",
     )
-    e = p.add_argument_group("evaluation")
+
+
+def _eval_arguments(e: argparse._ArgumentGroup) -> None:
+    """``--eval``: held-out accuracy after training."""
     e.add_argument(
         "--eval",
         action="store_true",
@@ -475,9 +496,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="where --eval writes the confusion matrix (default: %(default)s)",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress or table, only errors")
-    p.add_argument("--traceback", action="store_true", help="show tracebacks for unexpected errors")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

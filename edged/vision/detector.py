@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from edged.errors import ModelError
 
@@ -22,6 +23,16 @@ if TYPE_CHECKING:
     from edged.settings import DetectorSettings
 
 FRONTAL_CASCADE = "haarcascade_frontalface_default.xml"
+
+# A picture as OpenCV decodes it: 8-bit, (h, w) gray or (h, w, 3|4) BGR(A).
+Image = npt.NDArray[np.uint8]
+# One 8-bit channel: what the cascade scans and LBPH reads.
+Gray = npt.NDArray[np.uint8]
+
+
+def pixels(mat: cv2.typing.MatLike) -> Image:
+    """An OpenCV result as the 8-bit array it is (the same array: no copy for 8-bit input)."""
+    return np.asarray(mat, np.uint8)
 
 
 def cascade_path(name: str = FRONTAL_CASCADE) -> Path:
@@ -39,14 +50,14 @@ def cascade_path(name: str = FRONTAL_CASCADE) -> Path:
     return path
 
 
-def to_gray(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def to_gray(image: Image, out: Gray | None = None) -> Gray:
     """A BGR, BGRA or already-gray image as one 8-bit channel (into ``out`` if given)."""
     if image.ndim == 2:
         return image
     code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
     if out is None:
-        return cv2.cvtColor(image, code)
-    return cv2.cvtColor(image, code, dst=out)
+        return pixels(cv2.cvtColor(image, code))
+    return pixels(cv2.cvtColor(image, code, dst=out))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +113,14 @@ class Scan:
     ``owned``: ``image`` is the detector's buffer (may be painted on), not the caller's frame.
     """
 
-    image: np.ndarray
+    image: Gray
     scale: float
     height: int
     width: int
     owned: bool
 
 
-def _region_view(scan: Scan, region: Box) -> tuple[np.ndarray, int, int]:
+def _region_view(scan: Scan, region: Box) -> tuple[Gray, int, int]:
     """The scan's pixels under ``region`` (frame coordinates) and their offset."""
     fh, fw = scan.image.shape[:2]
     s = scan.scale
@@ -119,7 +130,7 @@ def _region_view(scan: Scan, region: Box) -> tuple[np.ndarray, int, int]:
     return scan.image[sy0:sy1, sx0:sx1], sx0, sy0
 
 
-def _paint_out(img: np.ndarray, exclude: Sequence[Box], scale: float, sx0: int, sy0: int) -> None:
+def _paint_out(img: Gray, exclude: Sequence[Box], scale: float, sx0: int, sy0: int) -> None:
     """Fill each known face (grown by a tenth of its side) with its mean grey, in place."""
     for b in exclude:
         m = round(0.1 * max(b.w, b.h))
@@ -133,7 +144,7 @@ def _paint_out(img: np.ndarray, exclude: Sequence[Box], scale: float, sx0: int, 
 
 
 def _size_limits(
-    scan: Scan, img: np.ndarray, min_size: float, sizes: tuple[int, int] | None
+    scan: Scan, img: Gray, min_size: float, sizes: tuple[int, int] | None
 ) -> tuple[int, int]:
     """(smallest, largest) window side in scan pixels; largest 0 means no limit."""
     s = scan.scale
@@ -151,6 +162,7 @@ def detect(
     cascade: cv2.CascadeClassifier,
     scan: Scan,
     config: DetectorConfig,
+    *,
     region: Box | None = None,
     sizes: tuple[int, int] | None = None,
     exclude: Sequence[Box] = (),
@@ -179,7 +191,7 @@ def detect(
     pad = 0
     if config.pad > 0:
         pad = round(config.pad * max(img.shape[:2]))
-        img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        img = pixels(cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
     min_px, max_px = _size_limits(scan, img, config.min_size, sizes)
     found = cascade.detectMultiScale(
         img,
@@ -228,14 +240,14 @@ class FaceDetector:
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
             raise ModelError(f"cannot load Haar cascade {path}")
-        self._small: np.ndarray | None = None
+        self._small: Gray | None = None
 
     def scale_for(self, width: int) -> float:
         """The downscale factor a frame this wide is scanned at (``max_width``)."""
         mw = self.config.max_width
         return mw / width if mw and width > mw else 1.0
 
-    def prepare(self, gray: np.ndarray) -> Scan:
+    def prepare(self, gray: Gray) -> Scan:
         """Downscale the frame once; every scan of this frame then shares these pixels."""
         h, w = gray.shape[:2]
         scale = self.scale_for(w)
@@ -256,8 +268,8 @@ class FaceDetector:
         exclude: Sequence[Box] = (),
     ) -> list[Box]:
         """`detect` on a frame already prepared by `prepare`."""
-        return detect(self._cascade, scan, self.config, region, sizes, exclude)
+        return detect(self._cascade, scan, self.config, region=region, sizes=sizes, exclude=exclude)
 
-    def detect(self, gray: np.ndarray) -> list[Box]:
+    def detect(self, gray: Gray) -> list[Box]:
         """Every face of a whole frame, largest first."""
         return self.scan(self.prepare(gray))

@@ -6,15 +6,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import cv2
-import numpy as np
 
-from edged.vision.detector import Box
+from edged.vision.detector import Box, Image
 
 if TYPE_CHECKING:
     from edged.vision.pipeline import FaceResult
 
 
-def annotate(image: np.ndarray, box: Box, text: str) -> None:
+def annotate(image: Image, box: Box, text: str) -> None:
     """Draw what the workshop drew: a box and a caption above it (in place).
 
     Line widths grow with the face, so the caption stays readable on a large photo.
@@ -37,7 +36,7 @@ def caption(expression: str | None, confidence: float) -> str:
     return f"{expression} {100 * confidence:.0f}%" if expression else "face"
 
 
-def draw_faces(image: np.ndarray, faces: Iterable[FaceResult]) -> None:
+def draw_faces(image: Image, faces: Iterable[FaceResult]) -> None:
     """Every face's box and caption, as `edged detect` draws them (in place)."""
     for f in faces:
         annotate(image, f.box, caption(f.expression, f.confidence))

@@ -9,14 +9,18 @@ from typing import Literal
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from edged.errors import ModelError
-from edged.vision.detector import Box
+from edged.vision.detector import Box, Gray
 from edged.vision.preprocess import PreprocessConfig, Preprocessor
 
 # The workshop notebook's ids: 0 anger, 1 happy, 2 sad, 3 neutral, 4 surprise.
 WORKSHOP_CLASSES: tuple[str, ...] = ("anger", "happy", "sad", "neutral", "surprise")
 MODEL_FORMAT = 1
+
+# LBPH (chi-square) distances, one per stored histogram or per class.
+Distances = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class LBPHParams:
         )
 
     def create(self) -> cv2.face.LBPHFaceRecognizer:
-        return cv2.face.LBPHFaceRecognizer_create(
+        return cv2.face.LBPHFaceRecognizer.create(
             radius=self.radius, neighbors=self.neighbors, grid_x=self.grid_x, grid_y=self.grid_y
         )
 
@@ -64,8 +68,8 @@ class ModelMeta:
     format: int = MODEL_FORMAT
     trained_images: int = 0
     # Arrays: left out of == and hash (the model version identifies a model's content).
-    weights: np.ndarray | None = field(default=None, compare=False)
-    bias: np.ndarray | None = field(default=None, compare=False)
+    weights: npt.NDArray[np.float64] | None = field(default=None, compare=False)
+    bias: npt.NDArray[np.float64] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +117,7 @@ class ExpressionModel:
         self._sample_class = np.array([index[int(v)] for v in labels], dtype=np.int64)
         self._class_min = np.empty(len(self.class_ids), np.float64)
         self._names = [self.classes.get(int(c), str(int(c))) for c in self.class_ids]
-        self._collector = cv2.face.StandardCollector_create()
+        self._collector = cv2.face.StandardCollector.create()
         self._dist = np.empty(len(labels), np.float64)
         self.preprocessor = Preprocessor(meta.preprocess)
         self._linear = meta.weights is not None
@@ -144,7 +148,7 @@ class ExpressionModel:
         """The model's classes in id order."""
         return list(self._names)
 
-    def _distances(self, face: np.ndarray) -> np.ndarray:
+    def _distances(self, face: Gray) -> Distances:
         """LBPH distance to every stored histogram, in file order."""
         self.recognizer.predict_collect(face, self._collector)
         dist = self._dist
@@ -152,11 +156,11 @@ class ExpressionModel:
             dist[i] = d
         return dist
 
-    def class_distances(self, face: np.ndarray) -> np.ndarray:
+    def class_distances(self, face: Gray) -> Distances:
         """LBPH distance to each class (in ``class_ids`` order) for a prepared face."""
         return self._class_distances(self._distances(face))
 
-    def _class_distances(self, dist: np.ndarray) -> np.ndarray:
+    def _class_distances(self, dist: Distances) -> Distances:
         out = self._class_min
         if self._linear:
             np.subtract(dist, self._base, out=dist)
@@ -167,7 +171,7 @@ class ExpressionModel:
         np.minimum.at(out, self._sample_class, dist)
         return out
 
-    def predict_face(self, face: np.ndarray) -> Prediction:
+    def predict_face(self, face: Gray) -> Prediction:
         """Classify a face already prepared by ``self.preprocessor``."""
         dist = self._distances(face)
         if self._linear:
@@ -186,5 +190,5 @@ class ExpressionModel:
         conf = float(1.0 / z.sum())
         return Prediction(int(self.class_ids[best]), self._names[best], conf, float(d[best]))
 
-    def predict(self, gray: np.ndarray, box: Box) -> Prediction:
+    def predict(self, gray: Gray, box: Box) -> Prediction:
         return self.predict_face(self.preprocessor(gray, box))

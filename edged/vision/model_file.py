@@ -17,6 +17,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from edged.errors import ModelError
 from edged.vision.detector import Box
@@ -27,12 +28,18 @@ from edged.vision.model import (
     LBPHParams,
     ModelMeta,
 )
-from edged.vision.preprocess import RAW_CROP, PreprocessConfig
+from edged.vision.preprocess import RAW_CROP, PreprocessConfig, is_equalize
 
 
 def file_version(data: bytes) -> str:
     """A short content hash: the same file always has the same version."""
     return hashlib.sha256(data).hexdigest()[:12]
+
+
+def _matrix(node: cv2.FileNode, key: str) -> npt.NDArray[np.float64] | None:
+    """The matrix stored under ``key`` (as float64, the scorer's type), or None."""
+    child = node.getNode(key)
+    return None if child.empty() else np.asarray(child.mat(), np.float64)
 
 
 def _read_meta(node: cv2.FileNode) -> ModelMeta | None:
@@ -45,10 +52,10 @@ def _read_meta(node: cv2.FileNode) -> ModelMeta | None:
         return default if v.empty() else v.real()
 
     equalize = pre.getNode("equalize").string() or "none"
-    if equalize not in ("none", "hist", "clahe"):
+    if not is_equalize(equalize):
         raise ModelError(f"unknown equalize {equalize!r} in model")
-    weights = None if node.getNode("weights").empty() else node.getNode("weights").mat()
-    bias = None if node.getNode("bias").empty() else node.getNode("bias").mat()
+    weights = _matrix(node, "weights")
+    bias = _matrix(node, "bias")
     if (weights is None) != (bias is None) or (weights is not None and weights.ndim != 2):
         raise ModelError("model scorer is incomplete (weights and bias go together)")
     return ModelMeta(
@@ -100,7 +107,7 @@ def _read_file(path: Path) -> tuple[bytes, cv2.face.LBPHFaceRecognizer, ModelMet
             data = f.read()
         if not data.strip():
             raise ModelError(f"model file {path} is empty")
-        recognizer = cv2.face.LBPHFaceRecognizer_create()
+        recognizer = cv2.face.LBPHFaceRecognizer.create()
         try:
             os.lseek(fd, 0, os.SEEK_SET)
             recognizer.read(fd_path)
@@ -113,13 +120,13 @@ def _read_file(path: Path) -> tuple[bytes, cv2.face.LBPHFaceRecognizer, ModelMet
     return data, recognizer, meta
 
 
-def _check_histograms(path: Path, recognizer: cv2.face.LBPHFaceRecognizer) -> np.ndarray:
+def _check_histograms(path: Path, recognizer: cv2.face.LBPHFaceRecognizer) -> npt.NDArray[np.int64]:
     """The labels, once the histograms are known to be complete and of LBPH's size."""
     hists = recognizer.getHistograms()
     raw_labels = recognizer.getLabels()
     if not hists or raw_labels is None:
         raise ModelError(f"model file {path} holds no LBPH histograms (truncated or not a model)")
-    label_arr = np.asarray(raw_labels).ravel()
+    label_arr = np.asarray(raw_labels, np.int64).ravel()
     if len(label_arr) != len(hists):
         raise ModelError(
             f"model file {path} is inconsistent: {len(hists)} histograms, {len(label_arr)} labels"
@@ -194,7 +201,7 @@ def _self_test(model: ExpressionModel, path: Path) -> None:
 
 def _write_lbph(
     fs: cv2.FileStorage,
-    histograms: Sequence[np.ndarray],
+    histograms: Sequence[npt.NDArray[np.float32]],
     labels: Sequence[int],
     classes: Mapping[int, str],
     params: LBPHParams,
@@ -257,7 +264,7 @@ def _commit(tmp: str, path: Path) -> bytes:
 
 def write_model(  # noqa: PLR0917
     path: Path | str,
-    histograms: Sequence[np.ndarray],
+    histograms: Sequence[npt.NDArray[np.float32]],
     labels: Sequence[int],
     classes: Mapping[int, str],
     params: LBPHParams,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edged.vision.detector import Box, DetectorConfig, FaceDetector, to_gray
+from edged.vision.detector import Box, DetectorConfig, FaceDetector, Gray, Image, to_gray
 from edged.vision.model import ExpressionModel
 from edged.vision.preprocess import Preprocessor
 from edged.vision.tracker import FaceTracker, TrackConfig
@@ -77,9 +77,9 @@ class Pipeline:
         self.max_faces = max_faces
         self._clock = clock
         self.tracker = FaceTracker(self.detector, track, max_faces) if track is not None else None
-        self._gray: np.ndarray | None = None
+        self._gray: Gray | None = None
 
-    def _to_gray(self, frame: np.ndarray) -> np.ndarray:
+    def _to_gray(self, frame: Image) -> Gray:
         """Grayscale into a buffer reused from frame to frame."""
         if frame.ndim == 2:
             return frame
@@ -90,7 +90,7 @@ class Pipeline:
 
     def process(
         self,
-        frame: np.ndarray,
+        frame: Image,
         model: ExpressionModel | None,
         classify: bool = True,
         timestamp: float = 0.0,
@@ -118,7 +118,7 @@ class Pipeline:
         )
 
 
-def largest_face(gray: np.ndarray, detector: FaceDetector, pre: Preprocessor) -> np.ndarray | None:
+def largest_face(gray: Gray, detector: FaceDetector, pre: Preprocessor) -> Gray | None:
     """The largest face of a still image, prepared for LBPH (a copy); None if none is found.
 
     How training, evaluation and the demo turn a photo into one face.

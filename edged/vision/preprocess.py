@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard, get_args
 
 import cv2
 import numpy as np
 
-from edged.vision.detector import Box
+from edged.vision.detector import Box, Gray, pixels
 
 Equalize = Literal["none", "hist", "clahe"]
+
+
+def is_equalize(name: str) -> TypeGuard[Equalize]:
+    """Whether ``name`` is one of the equalisations a model file may ask for."""
+    return name in get_args(Equalize)
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class Preprocessor:
         x1, y1 = min(shape[1], box.x + box.w + dx), min(shape[0], box.y + box.h + dy)
         return Box(x0, y0, max(1, x1 - x0), max(1, y1 - y0))
 
-    def _resize(self, crop: np.ndarray, n: int) -> np.ndarray:
+    def _resize(self, crop: Gray, n: int) -> Gray:
         """Area-average ``crop`` down to n x n.
 
         OpenCV's INTER_AREA is fast only for whole-number ratios (~0.3 ms for a 300 px
@@ -66,12 +71,16 @@ class Preprocessor:
         if k >= 2:
             hh, ww = h - h % k, w - w % k
             y0, x0 = (h - hh) // 2, (w - ww) // 2
-            crop = cv2.resize(
-                crop[y0 : y0 + hh, x0 : x0 + ww], (ww // k, hh // k), interpolation=cv2.INTER_AREA
+            crop = pixels(
+                cv2.resize(
+                    crop[y0 : y0 + hh, x0 : x0 + ww],
+                    (ww // k, hh // k),
+                    interpolation=cv2.INTER_AREA,
+                )
             )
-        return cv2.resize(crop, (n, n), dst=self._resized, interpolation=cv2.INTER_AREA)
+        return pixels(cv2.resize(crop, (n, n), dst=self._resized, interpolation=cv2.INTER_AREA))
 
-    def __call__(self, gray: np.ndarray, box: Box) -> np.ndarray:
+    def __call__(self, gray: Gray, box: Box) -> Gray:
         """The face ready for LBPH. The result is a reused buffer: copy it to keep it."""
         b = self.crop_box(box, gray.shape)
         crop = gray[b.y : b.y + b.h, b.x : b.x + b.w]
@@ -79,7 +88,7 @@ class Preprocessor:
         if cfg.size:
             crop = self._resize(crop, cfg.size)
         if cfg.equalize == "hist":
-            return cv2.equalizeHist(crop, dst=self._out if cfg.size else None)
+            return pixels(cv2.equalizeHist(crop, dst=self._out if cfg.size else None))
         if self._clahe is not None:
-            return self._clahe.apply(crop, dst=self._out if cfg.size else None)
+            return pixels(self._clahe.apply(crop, dst=self._out if cfg.size else None))
         return crop

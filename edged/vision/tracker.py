@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from edged.vision.detector import Box, FaceDetector, Scan
+from edged.vision.detector import Box, FaceDetector, Gray, Scan
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class FaceTracker:
         self._boxes = self.detector.scan(scan)[: self.max_faces]
         return self._boxes
 
-    def detect(self, gray: np.ndarray) -> list[Box]:
+    def detect(self, gray: Gray) -> list[Box]:
         """Faces in ``gray``, largest first (as `FaceDetector.detect`)."""
         cfg = self.config
         self._since_full += 1
