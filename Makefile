@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   := build/demo
 
-.PHONY: all demo test test-fast bench bench-soak lint check clean install uninstall
+.PHONY: all demo test test-fast bench bench-soak lint typecheck check clean install uninstall
 
 all: $(STAMP)
 
@@ -36,7 +36,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check edged tests bench
 	$(VENV)/bin/ruff format --check edged tests bench
 
-check: lint test
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+# What CI runs: ruff (lint and format), mypy (strict on edged/), then the tests.
+check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

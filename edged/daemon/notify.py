@@ -17,6 +17,11 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+try:  # optional: systemd-python needs libsystemd to build; the plain protocol is the fallback
+    from systemd import daemon as sd_daemon
+except ImportError:
+    sd_daemon = None
+
 log = logging.getLogger(__name__)
 
 Send = Callable[[str], None]
@@ -37,10 +42,9 @@ class _SocketSender:
 
 
 def _systemd_sender() -> Send | None:
-    try:
-        from systemd import daemon
-    except ImportError:
+    if sd_daemon is None:
         return None
+    daemon = sd_daemon
 
     def send(message: str) -> None:
         if not daemon.notify(message):

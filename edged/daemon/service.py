@@ -90,6 +90,8 @@ class Service:
         self._on_frame: list[tuple[Output, Callable[[FrameResult | None, float], None]]] = []
         self._on_image: list[ImageOutput] = []
         self._wait_budget = 0.0
+        self._ready = False  # READY=1 sent
+        self._next_stats = 0.0
 
     # -- signals ------------------------------------------------------------------------
 
@@ -328,15 +330,14 @@ class Service:
         self.grabber.start()
 
     def _loop(self) -> None:
-        fps, stats_every, duration = self.loop.fps, self.loop.stats_interval, self.loop.duration
+        fps, duration = self.loop.fps, self.loop.duration
         start = self._clock()
         self.stats = Stats(fps, start)
         ticker = self._ticker = Ticker(fps, start)
-        next_stats = start + stats_every
+        self._next_stats = start + self.loop.stats_interval
         end = start + duration if duration > 0 else float("inf")
         notifier = self.notifier
         seq = -1
-        ready = False
         while True:
             now = self._clock()
             if now >= end:
@@ -351,17 +352,7 @@ class Service:
                 continue
             changed = self._drain_inbox()
             seq = self._tick(seq)
-            notifier.watchdog()
-            if not ready:
-                ready = True
-                notifier.ready(self.summary())
-                log.info("running at %g fps: %s", fps, self.summary())
-            elif changed:
-                notifier.status(self.summary())
-            if self._clock() >= next_stats:
-                self._emit_stats(ticker)
-                notifier.status(self.summary())
-                next_stats = self._clock() + stats_every
+            self._after_tick(ticker, changed)
             if self.grabber.ended and self.grabber.latest(seq) is None:
                 self.inbox.request_stop("the video file ended")
                 break
@@ -369,6 +360,21 @@ class Service:
                 break
             if ticker.done(self._clock()):
                 log.debug("a tick overran its slot: %d slot(s) skipped so far", ticker.skipped)
+
+    def _after_tick(self, ticker: Ticker, changed: bool) -> None:
+        """The loop's periodic duties: watchdog, READY once, STATUS on change, stats."""
+        notifier = self.notifier
+        notifier.watchdog()
+        if not self._ready:
+            self._ready = True
+            notifier.ready(self.summary())
+            log.info("running at %g fps: %s", self.loop.fps, self.summary())
+        elif changed:
+            notifier.status(self.summary())
+        if self._clock() >= self._next_stats:
+            self._emit_stats(ticker)
+            notifier.status(self.summary())
+            self._next_stats = self._clock() + self.loop.stats_interval
 
     def _shutdown(self) -> None:
         """Stop grabbing, final stats, outputs offline. Quick: systemd gives us seconds."""

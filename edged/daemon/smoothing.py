@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from edged.settings import Settings
 
 
-
 @dataclass(frozen=True, slots=True)
 class SmoothingConfig:
     enabled: bool = True

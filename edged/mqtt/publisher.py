@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 1.0  # s to wait for the retained "offline" on shutdown (SIGTERM → exit in 2 s)
 
+
 class MqttPublisher:
     """Publishes what the daemon decided; implements the daemon's ``Output`` protocol."""
 
@@ -284,7 +285,7 @@ class MqttPublisher:
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.topics.detect_set:
-            on = parse_switch(msg.payload)
+            on = parse_switch(bytes(msg.payload))
             if on is None:
                 log.warning("ignoring %s payload %r: send ON or OFF", msg.topic, msg.payload[:40])
                 return
@@ -307,5 +308,3 @@ class MqttPublisher:
     def problem(self) -> str | None:
         """The current connection problem, if any (for stats and tests)."""
         return self._problem
-
-
