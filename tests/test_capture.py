@@ -23,6 +23,7 @@ import pytest
 from edged.daemon.capture import (
     CameraError,
     FrameGrabber,
+    Source,
     SourceKind,
     SourceUnsupported,
     display_name,
@@ -523,3 +524,65 @@ def test_missing_device_keeps_the_grabber_alive_and_says_why(grabbers) -> None:
         )
     ]
     assert g.stats.last_error == states.items[0][1]
+
+
+# -- an unexpected exception in the grabber thread --------------------------------------
+
+
+class RaisingSource(Source):
+    """A backend that raises mid-read, as a buggy driver binding might."""
+
+    kind = SourceKind.DEVICE_PATH
+    name = "/dev/video-broken"
+
+    def __init__(self) -> None:
+        self.released = False
+
+    def grab(self) -> bool:
+        raise RuntimeError("driver returned garbage")
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_a_source_raising_in_grab_is_logged_once_and_the_grabber_recovers(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The exception reaches the grabber's Worker: one ERROR with its traceback, a restart,
+    and a later source that works is opened and delivers frames."""
+    caplog.set_level(logging.DEBUG, logger="edged.daemon")
+    clip = write_clip(tmp_path / "c.avi", 10, 50.0)
+    s = settings(clip, realtime=True, loop=True, retry_initial=0.01, retry_max=0.02)
+    broken = [RaisingSource() for _ in range(3)]
+    handed_out = iter(broken)
+
+    def opener(cs: CameraSettings) -> Source:
+        return next(handed_out, None) or open_source(cs)
+
+    states = States()
+    fatal: list[str] = []
+    g = FrameGrabber(s, on_state=states, opener=opener, on_fatal=fatal.append)
+    g.start()
+    try:
+        f = g.wait(timeout=10)
+        assert f is not None  # the working source came online and delivers frames
+        assert g.online
+        assert g.wait(f.seq, timeout=5) is not None  # and keeps delivering
+        assert g.running
+    finally:
+        g.stop()
+    assert all(b.released for b in broken)  # each broken source was still released
+    errors = [
+        r for r in caplog.records if r.name == "edged.daemon.workers" and r.levelno >= logging.ERROR
+    ]
+    assert len(errors) == 1  # once, though it failed three times
+    assert errors[0].exc_info is not None
+    assert errors[0].exc_info[0] is RuntimeError
+    assert "edged-capture" in errors[0].getMessage()
+    assert fatal == []
+    # The owner heard the outage (once) and the recovery.
+    reason = "unexpected error reading /dev/video-broken: RuntimeError: driver returned garbage"
+    assert states.items[0] == (False, reason)
+    assert states.onlines() == [False, True]
+    assert g.stats.last_error == reason
+    assert g.stats.failures == 3

@@ -4,7 +4,9 @@ A camera keeps producing frames whether or not we keep up. `FrameGrabber` reads 
 its own thread and keeps only the newest, so the frame loop never works on a stale,
 buffered frame (frigate's ``capture_frames`` drops rather than queues, and so do we).
 A source that fails is reopened with capped exponential backoff; the grabber reports
-online/offline changes to its owner and never raises out of its thread.
+online/offline changes to its owner. An unexpected exception (a bug, a backend raising
+mid-read) reports the camera offline and goes to the grabber's `Worker`, which logs it
+and restarts the grabber, or tells the owner (``on_fatal``) when it keeps failing.
 
 Buffer ownership (triple buffering, no per-frame allocation once sizes are stable):
 the grabber thread owns the *back* buffer and reads into it; under the lock it swaps
@@ -31,6 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edged.daemon.workers import FatalHandler, Worker
 from edged.errors import CameraError
 from edged.settings import CameraSettings, redact_credentials
 
@@ -246,6 +249,11 @@ class Picamera2Source(Source):
             self._cam.close()
 
 
+def _one_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
 def _v4l2_backend() -> int:
     return cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
 
@@ -382,16 +390,20 @@ class FrameGrabber:
         on_state: StateCallback | None = None,
         opener: Callable[[CameraSettings], Source] = open_source,
         decode_all: bool = False,
+        *,
+        on_fatal: FatalHandler | None = None,
     ) -> None:
         self.settings = settings
         self._on_state = on_state
         self._opener = opener
         self._decode_all = decode_all
+        self._on_fatal = on_fatal
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._report_lock = threading.Lock()  # taken before _lock, never inside it
         self._cond = threading.Condition(self._lock)
-        self._thread: threading.Thread | None = None
+        self._worker: Worker | None = None  # made by start
+        self._runner: threading.Thread | None = None  # the thread running `_run`
         # Buffers (see the module docstring): back is the thread's, front the consumer's.
         self._back: np.ndarray | None = None
         self._ready: np.ndarray | None = None
@@ -422,25 +434,36 @@ class FrameGrabber:
     # -- owner's side ---------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._worker is not None:
             raise RuntimeError("FrameGrabber.start() called twice")
-        self._thread = threading.Thread(target=self._run, name="edged-capture", daemon=True)
-        self._thread.start()
+        s = self.settings
+        # A restart after an unexpected error is one more camera retry: the same backoff.
+        self._worker = Worker(
+            "edged-capture",
+            self._run,
+            on_fatal=self._on_fatal,
+            backoff=(s.retry_initial, max(s.retry_initial, s.retry_max)),
+        )
+        self._worker.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop at once (even mid-backoff), join the thread; the thread releases the source."""
         self._stop.set()
+        worker = self._worker
+        if worker is not None:
+            worker.stop()
         with self._cond:
             self._cond.notify_all()
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout)
-            if t.is_alive():
-                log.warning(
-                    "camera thread did not stop within %.1f s (a read is blocked in the "
-                    "driver); it ends with the process",
-                    timeout,
-                )
+        if (
+            worker is not None
+            and threading.current_thread() is not self._runner
+            and not worker.join(timeout)
+        ):
+            log.warning(
+                "camera thread did not stop within %.1f s (a read is blocked in the "
+                "driver); it ends with the process",
+                timeout,
+            )
 
     def latest(self, after_seq: int = -1, timeout: float | None = None) -> Frame | None:
         """The newest frame if its seq is above ``after_seq``, else None. One consumer only.
@@ -535,7 +558,8 @@ class FrameGrabber:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """Whether the grabber thread is alive (also while it waits to restart)."""
+        return self._worker is not None and self._worker.alive
 
     @property
     def stats(self) -> CaptureStats:
@@ -556,6 +580,9 @@ class FrameGrabber:
     # -- the grabber thread ------------------------------------------------------------
 
     def _run(self) -> None:
+        """Open, pump, retry until stopped. A `CameraError` is the camera's problem and is
+        retried here; an exception escaping this goes to the `Worker`."""
+        self._runner = threading.current_thread()
         s = self.settings
         delay = s.retry_initial
         while not self._stop.is_set():
@@ -567,7 +594,11 @@ class FrameGrabber:
                 log.exception("unexpected error opening the camera")
                 self._failed(f"unexpected error opening {display_name(s.source)}: {e}")
             else:
-                online_for, reason = self._pump(source)
+                try:
+                    online_for, reason = self._pump(source)
+                except Exception as e:  # the owner hears "offline"; the Worker logs it
+                    self._failed(f"unexpected error reading {source.name}: {_one_line(e)}")
+                    raise
                 if reason is None:  # stopped, or a file ended
                     return
                 if online_for >= delay:  # it worked for a while: start backoff afresh
