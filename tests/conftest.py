@@ -18,16 +18,18 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.commands.demo import Segment, scene, write_video  # noqa: F401 (re-exported for tests)
+from edged.scenes import Segment, scene, write_video  # noqa: F401 (re-exported for tests)
 from edged.training import fitting
 from edged.vision.detector import DetectorConfig, FaceDetector, to_gray
+from edged.vision.model import WORKSHOP_CLASSES
 from edged.vision.model_file import write_model
+from edged.vision.pipeline import largest_face
 from edged.vision.preprocess import Preprocessor
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "facial_expressions"
 SHARED = ROOT.parent / "shared" / "datasets" / "facial_expressions"
-CLASSES = ("anger", "happy", "sad", "neutral", "surprise")  # the workshop's id order
+CLASSES = WORKSHOP_CLASSES  # the workshop's ids: 0 anger, 1 happy, 2 sad, 3 neutral, 4 surprise
 
 with contextlib.suppress(ImportError):  # area fixtures, each file owned by its area
     from fixtures_broker import *  # noqa: F403
@@ -76,10 +78,9 @@ def train_sample_model(
     labels: list[int] = []
     for i, cls in enumerate(classes):
         for p in sample_images(cls, per_class):
-            gray = to_gray(cv2.imread(str(p)))
-            boxes = detector.detect(gray)
-            if boxes:
-                faces.append(pre(gray, boxes[0]).copy())
+            face = largest_face(to_gray(cv2.imread(str(p))), detector, pre)
+            if face is not None:
+                faces.append(face)
                 labels.append(i)
     fitted = fitting.fit(faces, labels, dict(enumerate(classes)), cfg)
     return write_model(
