@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import CLASSES, train_sample_model
 
-from edged.daemon.model_store import ModelStatus, ModelStore
+from edged.daemon.model_store import ModelStore
+from edged.daemon.outputs import ModelStatus
 from edged.training import fitting
 from edged.vision.model import LBPHParams
 from edged.vision.model_file import load_model

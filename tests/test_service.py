@@ -584,7 +584,7 @@ def test_the_waker_returns_at_once_when_set_and_sleeps_otherwise():
 
 
 def test_json_lines_output_writes_one_parseable_record_per_event():
-    from edged.daemon.model_store import ModelStatus
+    from edged.daemon.outputs import ModelStatus
     from edged.vision.detector import Box
     from edged.vision.pipeline import FaceResult, FrameResult
 

@@ -133,13 +133,14 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return out
 
 
-def build_outputs(settings: Settings) -> list[Output]:
+def build_outputs(settings: Settings, inbox: Inbox) -> list[Output]:
     """The outputs ``edged run`` feeds, from settings (the one place outputs are made)."""
     outputs: list[Output] = []
     if settings.output.stdout:
         outputs.append(JsonLinesOutput(sys.stdout))
     if settings.mqtt.enabled:
-        outputs.append(MqttPublisher(settings, make_client(settings, will=True)))
+        client = make_client(settings, will=True)
+        outputs.append(MqttPublisher(settings, client, on_fatal=inbox.worker_failed))
     return outputs
 
 
@@ -159,8 +160,17 @@ def build_service(
     d, m = settings.detector, settings.model
     return Service(
         settings.loop,
-        grabber=grabber or FrameGrabber(settings.camera, on_state=inbox.camera_changed),
-        store=ModelStore(m.path, m.labels, m.poll_interval, on_change=inbox.model_changed),
+        grabber=grabber
+        or FrameGrabber(
+            settings.camera, on_state=inbox.camera_changed, on_fatal=inbox.worker_failed
+        ),
+        store=ModelStore(
+            m.path,
+            m.labels,
+            m.poll_interval,
+            on_change=inbox.model_changed,
+            on_fatal=inbox.worker_failed,
+        ),
         pipeline=Pipeline(
             FaceDetector(DetectorConfig.from_settings(d)),
             max_faces=settings.loop.max_faces,
@@ -176,9 +186,10 @@ def build_service(
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, overrides(args))
     setup_logging(settings.log.level)
-    outputs = build_outputs(settings)
+    inbox = Inbox()
+    outputs = build_outputs(settings, inbox)
     if not outputs:
         log.warning(
             "no outputs enabled (output.stdout and mqtt.enabled are off): results go nowhere"
         )
-    return build_service(settings, outputs).run()
+    return build_service(settings, outputs, inbox=inbox).run()

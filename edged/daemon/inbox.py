@@ -18,7 +18,7 @@ from edged.daemon.waker import Waker
 from edged.errors import ExitStatus
 
 if TYPE_CHECKING:
-    from edged.daemon.model_store import ModelStatus
+    from edged.daemon.outputs import ModelStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
 
+from edged.daemon.outputs import ModelState, ModelStatus
 from edged.daemon.waker import Waker
 from edged.daemon.workers import FatalHandler, Worker
 from edged.errors import ModelError
@@ -32,27 +32,7 @@ from edged.vision.model_file import load_model
 
 log = logging.getLogger(__name__)
 
-State = Literal["loaded", "no model", "error"]
 Signature = tuple[int, int, int]  # st_mtime_ns, st_size, st_ino
-
-
-@dataclass(frozen=True)
-class ModelStatus:
-    """What the store has and why; ``error`` is the current problem, even while ``loaded``.
-
-    ``state``: "loaded" (a model is in use), "no model" (no file yet), "error" (a file
-    that cannot be used, and no older model to fall back on).
-    """
-
-    state: State
-    version: str | None = None
-    error: str | None = None
-    loaded_at: float | None = None  # wall clock of the last successful load
-    load_ms: float | None = None
-    reloads: int = 0  # successful loads after the first
-    failures: int = 0  # changes that did not give a usable model (bad file, deleted file)
-    samples: int = 0
-    classes: list[str] = field(default_factory=list)
 
 
 class ModelStore:
@@ -263,7 +243,7 @@ class ModelStore:
         self._notify()
 
     def _problem(self, error: str, file: object = None, count: bool = True) -> None:
-        state: State = "loaded" if self.current is not None else "error"
+        state: ModelState = "loaded" if self.current is not None else "error"
         prev = self._status
         self._status = replace(prev, state=state, error=error, failures=prev.failures + count)
         self._report((error, file), error)

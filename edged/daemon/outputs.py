@@ -13,11 +13,10 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO
 
 if TYPE_CHECKING:
-    from edged.daemon.model_store import ModelStatus
     from edged.vision.pipeline import FrameResult
 
 log = logging.getLogger(__name__)
@@ -71,6 +70,28 @@ class ExpressionEvent:
             "confidence": round(self.confidence, 4),
             "time": self.time,
         }
+
+
+ModelState = Literal["loaded", "no model", "error"]
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What the store has and why; ``error`` is the current problem, even while ``loaded``.
+
+    ``state``: "loaded" (a model is in use), "no model" (no file yet), "error" (a file
+    that cannot be used, and no older model to fall back on).
+    """
+
+    state: ModelState
+    version: str | None = None
+    error: str | None = None
+    loaded_at: float | None = None  # wall clock of the last successful load
+    load_ms: float | None = None
+    reloads: int = 0  # successful loads after the first
+    failures: int = 0  # changes that did not give a usable model (bad file, deleted file)
+    samples: int = 0
+    classes: list[str] = field(default_factory=list)
 
 
 class Commands(Protocol):

@@ -34,9 +34,9 @@ from edged.vision.pipeline import FrameResult, Pipeline
 if TYPE_CHECKING:
     from edged.daemon.capture import FrameGrabber
     from edged.daemon.expression import Expression
-    from edged.daemon.model_store import ModelStatus, ModelStore
+    from edged.daemon.model_store import ModelStore
     from edged.daemon.notify import Notifier
-    from edged.daemon.outputs import ExpressionEvent, ExpressionReport, Output
+    from edged.daemon.outputs import ExpressionEvent, ExpressionReport, ModelStatus, Output
     from edged.settings import LoopSettings
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,9 @@
 """The MQTT side of ``edged run``: a paho-mqtt (v2 API) client as the service's `Output`.
 
-Threads and state: the frame loop calls ``on_*``; paho's network thread (``loop_start``)
-runs the callbacks. The smoother belongs to the loop thread alone. The newest retained
-values (state, camera, stats, detect state) and the discovery messages live in
+Threads and state: the frame loop calls ``on_*``; paho's network loop runs the callbacks
+in a supervised `Worker` thread (``edged-mqtt``), so a crash in it is logged and restarted.
+The newest retained values (state, camera, stats, detect state) and the discovery messages
+live in
 ``_latest`` under ``_lock``, the same lock that covers "am I connected" and every
 publish, so a reconnect's snapshot and a fresh state never cross.
 
@@ -27,6 +28,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from edged.daemon.outputs import Commands, ExpressionEvent, ExpressionReport
+from edged.daemon.workers import FatalHandler, Worker
 from edged.mqtt.client import describe_connack, describe_oserror
 from edged.mqtt.messages import (
     OFF,
@@ -45,7 +47,7 @@ from edged.mqtt.messages import (
 from edged.vision.draw import draw_faces
 
 if TYPE_CHECKING:
-    from edged.daemon.model_store import ModelStatus
+    from edged.daemon.outputs import ModelStatus
     from edged.settings import Settings
     from edged.vision.pipeline import FrameResult
 
@@ -62,6 +64,7 @@ class MqttPublisher:
         settings: Settings,
         client: mqtt.Client,
         *,
+        on_fatal: FatalHandler | None = None,
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -75,6 +78,8 @@ class MqttPublisher:
         self._detections = settings.publish.detections
         self._classes: list[str] = []
         self._commands: Commands | None = None  # set by start(): the daemon's switchboard
+        self._on_fatal = on_fatal
+        self._network: Worker | None = None  # paho's network loop, supervised
 
         self._lock = threading.Lock()
         self._connected = False
@@ -109,7 +114,17 @@ class MqttPublisher:
             self.topics.base,
         )
         client.connect_async(cfg.host, cfg.port, cfg.keepalive)
-        client.loop_start()
+        self._network = Worker(
+            "edged-mqtt",
+            self._network_loop,
+            on_fatal=self._on_fatal,
+            backoff=(cfg.reconnect_min, cfg.reconnect_max),
+        )
+        self._network.start()
+
+    def _network_loop(self) -> None:
+        """paho's loop (reconnects with its own backoff) until `stop` disconnects."""
+        self.client.loop_forever(retry_first_connection=True)
 
     def on_frame(self, result: FrameResult | None, now: float) -> None:
         if result is not None and self._detections and result.faces:
@@ -183,13 +198,14 @@ class MqttPublisher:
             except (RuntimeError, ValueError):
                 log.warning("MQTT: could not publish 'offline' before exit")
         self.client.disconnect()
-        # loop_stop() joins paho's thread without a limit, and that thread may sit in a
-        # TCP connect to an unreachable broker: give it half a second, then leave it
-        # (a daemon thread) to end with the process, so SIGTERM still exits in time.
-        stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
-        stopper.start()
-        stopper.join(0.5)
-        if stopper.is_alive():
+        # paho's loop ends once it sees the disconnect, but it may sit in a TCP connect to
+        # an unreachable broker: give it half a second, then leave it (a daemon thread)
+        # to end with the process, so SIGTERM still exits in time.
+        network = self._network
+        if network is None:
+            return
+        network.stop()
+        if not network.join(0.5):
             log.debug("MQTT: network thread still connecting; not waiting for it")
             return
         sock = self.client.socket()  # paho leaves it open if stopped mid-reconnect
@@ -303,6 +319,11 @@ class MqttPublisher:
         if problem != self._problem:
             self._problem = problem
             log.error("MQTT: %s", problem)
+
+    @property
+    def network_alive(self) -> bool:
+        """Whether paho's network loop is running (its thread is supervised)."""
+        return self._network is not None and self._network.alive
 
     @property
     def problem(self) -> str | None:
