@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Each command module adds itself here: a function taking the subparsers object and
 # calling ``set_defaults(func=...)`` on its parser.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     detect.register,
     run.register,
     config.register,

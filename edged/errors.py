@@ -72,7 +72,9 @@ def exit_status_for(err: EdgedError) -> ExitStatus:
     return ExitStatus.ERROR
 
 
-def run_guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
+def run_guarded(
+    fn: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str
+) -> int:
     """Run a command: its own errors become one line and their exit status; anything
     else is a bug, logged with its traceback (raised with ``--traceback``), exit 70."""
     try:

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edged.vision.detector import Image
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -22,7 +24,7 @@ class Segment:
     seconds: float
 
 
-def scene(face: Path | None, size: tuple[int, int] = (640, 480), face_px: int = 220) -> np.ndarray:
+def scene(face: Path | None, size: tuple[int, int] = (640, 480), face_px: int = 220) -> Image:
     """A 640x480 frame: a plain textured room with the photo pasted in the middle."""
     w, h = size
     rng = np.random.default_rng(7)
@@ -39,14 +41,14 @@ def scene(face: Path | None, size: tuple[int, int] = (640, 480), face_px: int = 
     return frame
 
 
-def write_video(path: Path, segments: Sequence[Segment], fps: float = 10.0) -> list[np.ndarray]:
+def write_video(path: Path, segments: Sequence[Segment], fps: float = 10.0) -> list[Image]:
     """An MJPG .avi of the segments (read back by the same cv2.VideoCapture a camera uses).
 
     Returns one distinct frame per segment, so a caller can compute what the pipeline
     should say for it.
     """
     frames = [scene(s.face) for s in segments]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (640, 480))
     if not writer.isOpened():
         raise RuntimeError("OpenCV cannot write MJPG video here")
     for frame, seg in zip(frames, segments, strict=True):

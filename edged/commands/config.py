@@ -9,7 +9,7 @@ from pathlib import Path
 from edged.settings import dump_toml, example_toml, load_settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "config",
         help="check the settings, or print an example settings file",

@@ -1,4 +1,4 @@
-"""``edged demo`` (``make demo``): the whole product on a machine with no camera and (maybe) no broker.
+"""``edged demo`` (``make demo``): the whole product, with no camera and maybe no broker.
 
 Trains ``trainer.yml`` from the committed sample with ``edged-train``, makes a short
 video of sample faces (`edged.scenes`, as the tests' clips are made), runs ``edged run``
@@ -35,7 +35,7 @@ def _say(msg: str) -> None:
     print(f"demo: {msg}", file=sys.stderr, flush=True)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="train on the sample, play a clip of its faces through the daemon (make demo)",
@@ -119,7 +119,8 @@ def run_daemon(cmd: list[str]) -> tuple[int, Seen]:
 
 
 NEXT_STEPS = """\
-  (these faces were in the training set; `edged-train --eval` measures accuracy on people the model has not seen)
+  (these faces were in the training set; \
+`edged-train --eval` measures accuracy on people the model has not seen)
 next:
   edged detect photo.jpg --model {model}
       label your own photos
@@ -131,7 +132,7 @@ next:
       every setting, documented (then: edged run --config edged.toml)"""
 
 
-def summarise(rc: int, seen: Seen, plan: str, seconds: float, fps: float, model: Path) -> None:
+def summarise(rc: int, seen: Seen, *, plan: str, seconds: float, fps: float, model: Path) -> None:
     lat = seen.stats.get("latency_ms") or {}
     assert isinstance(lat, dict)
     err = sys.stderr
@@ -184,5 +185,5 @@ def run(args: argparse.Namespace) -> int:
     )
     _say("3/3 running: edged " + " ".join(cmd[3:]) + "\n      " + where)
     rc, seen = run_daemon(cmd)
-    summarise(rc, seen, plan, time.monotonic() - t_start, args.fps, model)
+    summarise(rc, seen, plan=plan, seconds=time.monotonic() - t_start, fps=args.fps, model=model)
     return rc

@@ -20,7 +20,7 @@ import cv2
 from edged.errors import EdgedError, ExitStatus, InputMissing
 from edged.settings import load_settings
 from edged.training.datasets import is_image_name, normalize_label
-from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector
+from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector, Image, pixels
 from edged.vision.draw import draw_faces
 from edged.vision.model import WORKSHOP_CLASSES, ExpressionModel
 from edged.vision.model_file import load_model
@@ -89,7 +89,7 @@ def _positive(text: str) -> int:
     return v
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "detect",
         help="label the faces in photos with their expression (box, expression, confidence)",
@@ -147,15 +147,7 @@ def plan(inputs: list[Path], output: Path | None) -> list[Job]:
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise InputMissing(f"no such file or folder: {', '.join(missing[:3])}{more}")
-    pairs: list[tuple[Path, Path]] = []  # (image, its name below the output folder)
-    for p in inputs:
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f))
-            if not found:
-                raise InputMissing(f"folder {p} holds no image files")
-            pairs.extend((f, f.relative_to(p)) for f in found)
-        else:
-            pairs.append((p, Path(p.name)))
+    pairs = _expand(inputs)
     if output is None:
         return [Job(src, None) for src, _ in pairs]
     single = len(inputs) == 1 and not inputs[0].is_dir()
@@ -166,6 +158,26 @@ def plan(inputs: list[Path], output: Path | None) -> list[Job]:
         if output.exists() and not output.is_dir():
             raise EdgedError(f"-o {output} must be a folder when several images are given")
         jobs = [Job(src, output / rel) for src, rel in pairs]
+    _check_outputs(jobs)
+    return jobs
+
+
+def _expand(inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """(image, its name below the output folder) for every input, folders expanded."""
+    pairs: list[tuple[Path, Path]] = []
+    for p in inputs:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f))
+            if not found:
+                raise InputMissing(f"folder {p} holds no image files")
+            pairs.extend((f, f.relative_to(p)) for f in found)
+        else:
+            pairs.append((p, Path(p.name)))
+    return pairs
+
+
+def _check_outputs(jobs: list[Job]) -> None:
+    """Every output is an image type OpenCV writes, not an input, and not shared."""
     seen: dict[Path, Path] = {}
     writable: dict[str, bool] = {}
     for j in jobs:
@@ -187,7 +199,6 @@ def plan(inputs: list[Path], output: Path | None) -> list[Job]:
                 "give them in separate calls or rename one"
             )
         seen[key] = j.source
-    return jobs
 
 
 def result_json(job: Job, shape: tuple[int, ...], result: FrameResult) -> dict[str, Any]:
@@ -256,31 +267,43 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     pipeline = Pipeline(FaceDetector(cfg), max_faces=args.max_faces)
     failed = 0
     for job in jobs:
-        image = cv2.imread(str(job.source), cv2.IMREAD_COLOR)
-        if image is None:
+        if not _detect_one(job, pipeline, model, as_json=args.json, out=out, err=err):
             failed += 1
-            msg = f"{job.source} cannot be read as an image"
-            if args.json:
-                print(json.dumps({"image": str(job.source), "error": msg}), file=out, flush=True)
-            print(f"edged detect: {msg}", file=err, flush=True)
-            continue
-        result = pipeline.process(image, model)
-        if job.output is not None:
-            draw_faces(image, result.faces)
-            job.output.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                ok = cv2.imwrite(str(job.output), image)
-            except cv2.error:
-                ok = False
-            if not ok:
-                raise EdgedError(
-                    f"cannot write {job.output} (unknown image extension or no permission)"
-                )
-        if args.json:
-            print(json.dumps(result_json(job, image.shape, result)), file=out, flush=True)
-        else:
-            print(result_text(job, result), file=out, flush=True)
     if failed:
         print(f"edged detect: {failed} of {len(jobs)} images could not be read", file=err)
         return ExitStatus.DATAERR
     return 0
+
+
+def _detect_one(
+    job: Job, pipeline: Pipeline, model: ExpressionModel, *, as_json: bool, out: TextIO, err: TextIO
+) -> bool:
+    """Label one image: print its result, write its annotated copy; False if unreadable."""
+    raw = cv2.imread(str(job.source), cv2.IMREAD_COLOR)
+    if raw is None:
+        msg = f"{job.source} cannot be read as an image"
+        if as_json:
+            print(json.dumps({"image": str(job.source), "error": msg}), file=out, flush=True)
+        print(f"edged detect: {msg}", file=err, flush=True)
+        return False
+    image = pixels(raw)
+    result = pipeline.process(image, model)
+    if job.output is not None:
+        _write_annotated(job.output, image, result)
+    if as_json:
+        print(json.dumps(result_json(job, image.shape, result)), file=out, flush=True)
+    else:
+        print(result_text(job, result), file=out, flush=True)
+    return True
+
+
+def _write_annotated(path: Path, image: Image, result: FrameResult) -> None:
+    """The picture with every face's box and caption drawn on it (``image`` is drawn on)."""
+    draw_faces(image, result.faces)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        ok = cv2.imwrite(str(path), image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise EdgedError(f"cannot write {path} (unknown image extension or no permission)")
