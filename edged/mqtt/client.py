@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edged.errors import BrokerError, ConfigError
 from edged.mqtt.messages import OFFLINE, Topics
@@ -75,10 +76,8 @@ def describe_connack(reason: object) -> str:
 def describe_oserror(err: BaseException | None, host: str, port: int) -> str:
     """Why the TCP/TLS connection failed, e.g. an untrusted certificate or no listener."""
     where = f"{host}:{port}"
-    if isinstance(err, ssl.SSLCertVerificationError):
-        return f"TLS: the broker's certificate is not trusted ({err.verify_message}) at {where}"
     if isinstance(err, ssl.SSLError):
-        return f"TLS handshake with {where} failed ({err.reason or err})"
+        return _describe_tls_error(err, where)
     if isinstance(err, ConnectionRefusedError):
         return f"connection refused by {where} (is the broker running and listening there?)"
     if isinstance(err, socket.gaierror):
@@ -90,15 +89,19 @@ def describe_oserror(err: BaseException | None, host: str, port: int) -> str:
     return f"cannot connect to {where}"
 
 
+def _describe_tls_error(err: ssl.SSLError, where: str) -> str:
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate is not trusted ({err.verify_message}) at {where}"
+    return f"TLS handshake with {where} failed ({err.reason or err})"
+
+
 def make_client(
     settings: Settings, will: bool = True, environ: Mapping[str, str] = os.environ
 ) -> mqtt.Client:
     """A configured (not yet connected) paho client: id, will, credentials, TLS, backoff."""
     cfg = settings.mqtt
     client_id = cfg.client_id or f"edged-{cfg.device_id}"
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
-    )
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
     client.connect_timeout = CONNECT_TIMEOUT
     if will:
         topics = Topics.of(cfg.prefix, cfg.device_id)
@@ -123,7 +126,8 @@ def make_client(
         if cfg.tls_insecure:
             client.tls_insecure_set(True)
             log.warning("mqtt.tls_insecure: the broker's certificate is NOT verified")
-    client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)
+    # paho annotates whole seconds, but its backoff takes any number (reconnect_min = 0.5).
+    client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)  # type: ignore[arg-type]
     client.max_queued_messages_set(MAX_QUEUED)
     return client
 

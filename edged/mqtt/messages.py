@@ -31,7 +31,8 @@ def check_topic(topic: str) -> str:
     """``topic`` if it can be published to: not empty, no wildcard, no NUL, no empty level
     at its ends. paho refuses such topics only at publish time, inside its network
     thread, so the value type checks them when it is made."""
-    if not topic or any(c in topic for c in "#+\x00") or topic.startswith("/") or topic.endswith("/"):
+    wild = any(c in topic for c in "#+\x00")
+    if not topic or wild or topic.startswith("/") or topic.endswith("/"):
         raise ValueError(f"{topic!r} is not a plain MQTT topic (no +, #, or leading/trailing /)")
     if len(topic.encode()) > 65535:
         raise ValueError("an MQTT topic is at most 65535 bytes")
@@ -108,7 +109,7 @@ def encode(obj: Mapping[str, object]) -> bytes:
 
 def _default(o: object) -> object:
     if hasattr(o, "item"):  # numpy scalars
-        return o.item()  # type: ignore[attr-defined]
+        return o.item()
     raise TypeError(f"cannot encode {type(o).__name__}")
 
 
@@ -196,7 +197,17 @@ def discovery_messages(
     d: Discovery, classes: Sequence[str], snapshot: bool = False
 ) -> list[tuple[str, bytes]]:
     """Retained config messages: one device holding every edged entity."""
-    t = d.topics
+    configs = {**_sensor_configs(d.topics, _options(classes)), **_control_configs(d.topics)}
+    common = _common_config(d)
+    out = []
+    for component, object_id in (*ENTITIES, SNAPSHOT_ENTITY) if snapshot else ENTITIES:
+        cfg = {**configs[object_id], "unique_id": f"{d.node}_{object_id}", **common}
+        out.append((d.config_topic(component, object_id), encode(cfg)))
+    return out
+
+
+def _common_config(d: Discovery) -> dict[str, object]:
+    """What every entity's config repeats: availability, the device and the origin."""
     device = {
         "identifiers": [d.node],
         "name": d.name,
@@ -204,15 +215,18 @@ def discovery_messages(
         "model": "Facial-expression camera (Haar + LBPH)",
         "sw_version": __version__,
     }
-    common: dict[str, object] = {
-        "availability_topic": t.availability,
+    return {
+        "availability_topic": d.topics.availability,
         "payload_available": ONLINE,
         "payload_not_available": OFFLINE,
         "device": device,
         "origin": {"name": "edged", "sw_version": __version__},
     }
-    options = _options(classes)
-    configs: dict[str, dict[str, object]] = {
+
+
+def _sensor_configs(t: Topics, options: list[str]) -> dict[str, dict[str, object]]:
+    """The sensors: the expression (one of ``options``), its confidence, faces, frame rate."""
+    return {
         "expression": {
             "name": "Expression",
             "device_class": "enum",
@@ -247,6 +261,12 @@ def discovery_messages(
             "entity_category": "diagnostic",
             "icon": "mdi:speedometer",
         },
+    }
+
+
+def _control_configs(t: Topics) -> dict[str, dict[str, object]]:
+    """The camera's connectivity, the detection switch, and the snapshot image."""
+    return {
         "camera": {
             "name": "Camera",
             "device_class": "connectivity",
@@ -263,17 +283,12 @@ def discovery_messages(
             "payload_off": OFF,
             "icon": "mdi:eye",
         },
+        "snapshot": {
+            "name": "Snapshot",
+            "image_topic": t.snapshot,
+            "content_type": "image/jpeg",
+        },
     }
-    configs["snapshot"] = {
-        "name": "Snapshot",
-        "image_topic": t.snapshot,
-        "content_type": "image/jpeg",
-    }
-    out = []
-    for component, object_id in (*ENTITIES, SNAPSHOT_ENTITY) if snapshot else ENTITIES:
-        cfg = {**configs[object_id], "unique_id": f"{d.node}_{object_id}", **common}
-        out.append((d.config_topic(component, object_id), encode(cfg)))
-    return out
 
 
 def removal_messages(d: Discovery) -> list[tuple[str, bytes]]:
