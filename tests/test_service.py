@@ -767,3 +767,46 @@ def test_tracking_can_be_switched_off_for_a_full_scan_every_frame(clean_env):
     assert off.pipeline.tracker is None
     for svc in (on, off):
         svc.inbox.close()  # never run: close its wake-up pipe here
+
+
+@pytest.mark.slow
+def test_a_worker_that_keeps_failing_stops_the_daemon_with_a_failure_status_for_systemd(
+    sample_model, clean_env, caplog
+):
+    """No half-alive daemon: a camera thread that crashes every time it is restarted makes
+    the whole daemon exit 70 (systemd's Restart=on-failure starts it afresh)."""
+    from edged.daemon.capture import FrameGrabber, Source, SourceKind
+
+    class Crashing(Source):
+        kind = SourceKind.DEVICE_PATH
+        name = "/dev/video-broken"
+
+        def grab(self) -> bool:
+            raise RuntimeError("driver returned garbage")
+
+        def release(self) -> None:
+            pass
+
+    settings = load_settings(
+        None,
+        {
+            "camera": {"source": "/dev/video-broken", "retry_initial": 0.01, "retry_max": 0.02},
+            "model": {"path": str(sample_model)},
+            "loop": {"fps": 20, "duration": 30},
+            "mqtt": {"enabled": False},
+        },
+    )
+    inbox = Inbox()
+    grabber = FrameGrabber(
+        settings.camera,
+        on_state=inbox.camera_changed,
+        on_fatal=inbox.worker_failed,
+        opener=lambda _cs: Crashing(),
+    )
+    rec = Recorder()
+    t0 = time.monotonic()
+    assert build_service(settings, [rec], inbox=inbox, grabber=grabber).run() == 70
+    assert time.monotonic() - t0 < 15, "stopped long before --duration ran out"
+    assert rec.stopped, "outputs were shut down cleanly (offline published)"
+    assert "edged-capture" in inbox.stop_reason
+    assert any("giving up" in r.getMessage() for r in caplog.records)
