@@ -245,8 +245,8 @@ def section_detector(cache: Cache) -> None:
 
 
 def section_workshop(items: Sequence[Sample], folds: int) -> None:
-    sys.path.insert(0, str(ROOT))
-    from bench.workshop import workshop_pipeline
+    sys.path.insert(0, str(ROOT))  # bench/ is no package when this file is run as a script
+    from bench.workshop import workshop_pipeline  # noqa: PLC0415 (needs the path above)
 
     print("\n## The workshop pipeline through the same protocol\n", flush=True)
     train, predict = workshop_pipeline(CLASSES)

@@ -26,8 +26,8 @@ SAMPLE = ROOT / "tests" / "data" / "facial_expressions"
 
 
 def make_clip(path: Path, seconds: float = 4.0, fps: float = 30.0) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import Segment, sample_images, write_video
+    sys.path.insert(0, str(ROOT / "tests"))  # the tests' helpers are no package
+    from conftest import Segment, sample_images, write_video  # noqa: PLC0415 (needs the path above)
 
     faces = sample_images("happy", 2) + sample_images("sad", 2)
     write_video(path, [Segment(f, seconds / len(faces)) for f in faces], fps=fps)

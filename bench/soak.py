@@ -28,6 +28,12 @@ import cv2
 import numpy as np
 
 from bench import frames
+from edged.training import fitting
+from edged.training.datasets import load_dataset
+from edged.vision.detector import IMAGE_DETECTOR, FaceDetector
+from edged.vision.model import WORKSHOP_CLASSES
+from edged.vision.model_file import write_model
+from edged.vision.preprocess import Preprocessor
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "facial_expressions"
@@ -65,13 +71,6 @@ def make_clip(path: Path, seconds: float, fps: float) -> None:
 
 def make_model(path: Path, per_class: int | None) -> str:
     """An edged model from the committed sample (a different one for ``per_class``)."""
-    from edged.training import fitting
-    from edged.training.datasets import load_dataset
-    from edged.vision.detector import IMAGE_DETECTOR, FaceDetector
-    from edged.vision.model import WORKSHOP_CLASSES
-    from edged.vision.model_file import write_model
-    from edged.vision.preprocess import Preprocessor
-
     ds = load_dataset(SAMPLE, WORKSHOP_CLASSES, "lists")
     det = FaceDetector(IMAGE_DETECTOR)
     cfg = fitting.FitConfig()
