@@ -16,7 +16,17 @@ from edged.commands.demo import Segment, scene, write_video
 def test_demo_trains_runs_the_daemon_on_a_clip_and_prints_json_and_a_summary(tmp_path):
     work = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "edged", "demo", "--workdir", str(work), "--seconds", "1", "--no-mqtt"],
+        [
+            sys.executable,
+            "-m",
+            "edged",
+            "demo",
+            "--workdir",
+            str(work),
+            "--seconds",
+            "1",
+            "--no-mqtt",
+        ],
         check=False,
         capture_output=True,
         text=True,
