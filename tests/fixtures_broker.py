@@ -5,17 +5,23 @@
 ``auth_broker`` / ``tls_broker``: brokers that require a password / TLS (certificates made
 with the openssl CLI in the test's temporary directory). The system's own broker on 1883
 is never used.
+
+``device_id``: a device id of the test's own, so retained messages one test leaves on the
+session's broker are never seen by another. ``Collector.sync``: a sentinel round trip, so
+"nothing (else) arrived" is checked after a message that came later, never after a sleep.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import shutil
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +36,8 @@ __all__ = [
     "auth_broker",
     "broker",
     "collector",
+    "device_id",
+    "device_id_for",
     "make_tls_files",
     "mosquitto_bin",
     "private_broker",
@@ -38,6 +46,18 @@ __all__ = [
 ]
 
 USER, PASSWORD = "edge", "s3cret-pw"
+SENTINEL = "edged-test-sentinel"  # each Collector's own round-trip topic lives under this
+
+
+def device_id_for(nodeid: str) -> str:
+    """A topic-safe device id unique to one test (or module) node id: ``t`` + 10 hex digits."""
+    return "t" + hashlib.sha1(nodeid.encode()).hexdigest()[:10]
+
+
+@pytest.fixture
+def device_id(request: pytest.FixtureRequest) -> str:
+    """This test's own device id: no other test publishes (or leaves retained) under it."""
+    return device_id_for(request.node.nodeid)
 
 
 def mosquitto_bin() -> str | None:
@@ -127,7 +147,7 @@ class Broker:
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
 
-    def collector(self, topic: str = "#", **kw: object) -> Collector:
+    def collector(self, topic: str | Sequence[str] = "#", **kw: object) -> Collector:
         return Collector(self, topic, **kw)  # type: ignore[arg-type]
 
 
@@ -145,10 +165,15 @@ class Msg:
 
 @dataclass
 class Collector:
-    """A paho client subscribed to ``topic`` that keeps every message it receives."""
+    """A paho client subscribed to ``topic`` (one filter or several) that keeps every
+    message it receives, in arrival order.
+
+    It is also subscribed to a sentinel topic of its own (``edged-test-sentinel/<uuid>``,
+    never recorded in ``messages``), for `sync`.
+    """
 
     broker: Broker
-    topic: str = "#"
+    topic: str | Sequence[str] = "#"
     username: str | None = None
     password: str | None = None
     tls_ca: Path | None = None
@@ -158,6 +183,9 @@ class Collector:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)
+        self._tokens: set[str] = set()
+        self._sentinel = f"{SENTINEL}/{uuid.uuid4().hex}"
         self._subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         if self.username:
@@ -177,16 +205,47 @@ class Collector:
         if not self._subscribed.wait(10):
             raise RuntimeError("test subscriber could not subscribe")
 
+    @property
+    def filters(self) -> list[str]:
+        return [self.topic] if isinstance(self.topic, str) else list(self.topic)
+
     def _on_connect(self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object):
-        client.subscribe(self.topic, qos=1)
+        client.subscribe([(t, 1) for t in (*self.filters, self._sentinel)])
 
     def _on_message(self, _c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
         with self._lock:
+            if m.topic.startswith(SENTINEL + "/"):  # ours (or another collector's, via #)
+                if m.topic == self._sentinel:
+                    self._tokens.add(m.payload.decode())
+                    self._returned.notify_all()
+                return
             self.messages.append(Msg(m.topic, bytes(m.payload), bool(m.retain), time.monotonic()))
+
+    def sync(self, timeout: float = 5.0) -> None:
+        """Return once everything the broker queued for this collector before now arrived.
+
+        Publishes a unique message (QoS 1) on this collector's own sentinel topic and waits
+        for it: the broker delivers a client's messages in order, so whatever it had
+        already taken in for us (other clients' messages it has acknowledged, retained
+        copies for our subscriptions) is in ``messages`` when this returns. It cannot wait
+        for what another client has not yet handed to the broker: for that, have that
+        client publish a later message of its own and `wait_for` it.
+        """
+        token = uuid.uuid4().hex
+        self.client.publish(self._sentinel, token, qos=1)
+        with self._returned:
+            if not self._returned.wait_for(lambda: token in self._tokens, timeout):
+                raise AssertionError(f"the sentinel did not come back in {timeout}s")
 
     def on(self, topic: str) -> list[Msg]:
         with self._lock:
             return [m for m in self.messages if m.topic == topic]
+
+    def after(self, msg: Msg, topic: str | None = None) -> list[Msg]:
+        """The messages that arrived after ``msg`` (this very message), on ``topic`` if given."""
+        with self._lock:
+            i = next(i for i, m in enumerate(self.messages) if m is msg)
+            return [m for m in self.messages[i + 1 :] if topic is None or m.topic == topic]
 
     def wait_for(
         self, topic: str, pred: Callable[[Msg], bool] = lambda m: True, timeout: float = 10.0
@@ -311,7 +370,7 @@ def collector() -> Iterator[Callable[..., Collector]]:
     """Factory: ``collector(broker, "edged/#")`` -> a started `Collector`, closed afterwards."""
     made: list[Collector] = []
 
-    def make(b: Broker, topic: str = "#", **kw: object) -> Collector:
+    def make(b: Broker, topic: str | Sequence[str] = "#", **kw: object) -> Collector:
         c = Collector(b, topic, **kw)  # type: ignore[arg-type]
         made.append(c)
         return c
