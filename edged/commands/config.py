@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from edged.errors import ExitStatus
 from edged.settings import dump_toml, example_toml, load_settings
 
 
@@ -47,9 +48,9 @@ def check_config(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print("edged: configuration OK", file=sys.stderr)
-    return 0
+    return ExitStatus.OK
 
 
 def print_example(args: argparse.Namespace) -> int:
     sys.stdout.write(example_toml())
-    return 0
+    return ExitStatus.OK

@@ -272,7 +272,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     if failed:
         print(f"edged detect: {failed} of {len(jobs)} images could not be read", file=err)
         return ExitStatus.DATAERR
-    return 0
+    return ExitStatus.OK
 
 
 def _detect_one(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edged.errors import BrokerError
+from edged.errors import BrokerError, ExitStatus
 from edged.mqtt.client import connect_once
 from edged.mqtt.messages import Discovery, removal_messages
 from edged.settings import Settings, load_settings
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     for t in removed:
         print(f"cleared {t}")
     print(f"removed edged {settings.mqtt.device_id} from Home Assistant ({len(removed)} topics)")
-    return 0
+    return ExitStatus.OK
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -20,7 +20,7 @@ from typing import TextIO
 
 import cv2
 
-from edged.errors import DatasetError, EdgedError, run_guarded
+from edged.errors import DatasetError, EdgedError, ExitStatus, run_guarded
 from edged.training import fitting
 from edged.training.datasets import DEFAULT_CLASSES, Dataset, Sample, load_dataset, parse_classes
 from edged.training.evaluate import (
@@ -541,7 +541,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as e:
             raise EdgedError(f"cannot write {args.eval_png}: {e}") from None
         print(f"confusion matrix: {args.eval_png}")
-    return 0
+    return ExitStatus.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
