@@ -202,3 +202,13 @@ def test_camera_passwords_never_reach_logs_or_config_check(clean_env, source):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "***@cam" in proc.stdout and "s3cret" not in proc.stdout + proc.stderr
+
+
+def test_settings_reject_a_client_key_without_its_certificate(clean_env, tmp_path):
+    with pytest.raises(ConfigError, match="keyfile needs certfile"):
+        load_settings(None, {"mqtt": {"keyfile": str(tmp_path / "k.pem")}})
+
+
+def test_settings_reject_a_device_id_that_would_break_topics(clean_env):
+    with pytest.raises(ConfigError, match=r"mqtt\.device_id"):
+        load_settings(None, {"mqtt": {"device_id": "kitchen/+"}})
