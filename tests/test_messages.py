@@ -6,8 +6,10 @@ import json
 import math
 from datetime import datetime
 
+import pytest
+
 from edged import __version__
-from edged.daemon.smoothing import NONE, State, Transition
+from edged.daemon.outputs import NONE, ExpressionEvent, ExpressionReport
 from edged.mqtt.messages import (
     ENTITIES,
     Discovery,
@@ -20,6 +22,7 @@ from edged.mqtt.messages import (
     state_payload,
     stats_payload,
 )
+from edged.settings import load_settings
 from edged.vision.detector import Box
 from edged.vision.pipeline import FaceResult, FrameResult
 
@@ -41,12 +44,26 @@ def test_topics_live_under_prefix_and_device_id():
     assert Topics.of("home/cams/", "pi").state == "home/cams/pi/state"
 
 
+def report(**kw: object) -> ExpressionReport:
+    values: dict = {
+        "expression": "happy",
+        "confidence": 0.8234567,
+        "distance": 41.2345,
+        "faces": 2,
+        "since": WALL - 5,
+        "timestamp": WALL,
+        "model_version": "0123abcd4567",
+        "detect": True,
+        **kw,
+    }
+    return ExpressionReport(**values)
+
+
 def test_state_payload_has_the_documented_fields_and_ranges():
-    s = State("happy", 0.8234567, 41.2345, 2, since=10.0)
-    msg = json.loads(state_payload(s, "0123abcd4567", WALL, WALL - 5))
+    msg = json.loads(state_payload(report()))
     assert msg == {
         "expression": "happy",
-        "confidence": 0.823,
+        "confidence": 0.8235,
         "distance": 41.23,
         "faces": 2,
         "since": "2025-11-23T12:13:15.250+00:00",
@@ -57,18 +74,24 @@ def test_state_payload_has_the_documented_fields_and_ranges():
     assert datetime.fromisoformat(msg["timestamp"]).timestamp() == WALL
 
 
+def test_state_payload_says_detect_off_while_the_privacy_switch_is_off():
+    msg = json.loads(state_payload(report(expression=NONE, confidence=0.0, faces=0, detect=False)))
+    assert (msg["expression"], msg["detect"], msg["faces"]) == (NONE, "OFF", 0)
+
+
 def test_state_payload_turns_an_infinite_distance_into_null_not_invalid_json():
-    msg = state_payload(State(NONE, 0.0, math.inf, 0, 0.0), None, WALL, WALL)
+    msg = state_payload(report(expression=NONE, distance=math.inf, model_version=None))
     assert json.loads(msg)["distance"] is None
+    assert json.loads(msg)["model_version"] is None
     assert b"Infinity" not in msg
 
 
 def test_event_payload_names_both_ends_of_the_transition():
-    msg = json.loads(event_payload(Transition("neutral", "surprise", 0.91, 3.0), WALL))
+    msg = json.loads(event_payload(ExpressionEvent("neutral", "surprise", 0.912345, WALL)))
     assert msg == {
         "from": "neutral",
         "to": "surprise",
-        "confidence": 0.91,
+        "confidence": 0.9123,
         "time": "2025-11-23T12:13:20.250+00:00",
     }
 
@@ -85,10 +108,21 @@ def test_detections_payload_lists_every_face_with_its_box():
     )
     msg = json.loads(detections_payload(r, WALL))
     assert msg["model_version"] == "v1"
+    assert msg["timestamp"] == "2025-11-23T12:13:20.250+00:00"
     assert msg["faces"] == [
         {"expression": "sad", "confidence": 0.5, "distance": 60.0, "box": [1, 2, 30, 40]},
         {"expression": None, "confidence": 0.0, "distance": 0.0, "box": [5, 6, 10, 12]},
     ]
+
+
+def test_detections_payload_rounds_like_every_face_payload_and_nulls_an_infinite_distance():
+    face = FaceResult(Box(1, 2, 30, 40), "happy", 0.123456789, math.inf)
+    r = FrameResult(faces=[face], model_version="v1", detect_ms=1.0, classify_ms=1.0)
+    raw = detections_payload(r, WALL)
+    assert b"Infinity" not in raw
+    (got,) = json.loads(raw)["faces"]
+    assert got == face.as_dict()
+    assert (got["confidence"], got["distance"]) == (0.1235, None)
 
 
 def test_stats_payload_keeps_the_services_keys_and_rounds_floats():
@@ -170,3 +204,23 @@ def test_parse_switch_accepts_on_off_in_any_case_and_rejects_the_rest():
     assert parse_switch(b"ON") is True and parse_switch(b" off\n") is False
     assert parse_switch(b"true") is True and parse_switch(b"0") is False
     assert parse_switch(b"maybe") is None and parse_switch(b"\xff") is None
+
+
+def test_topics_and_discovery_refuse_a_topic_paho_would_only_reject_when_publishing():
+    for prefix in ("home/#", "a/+/b", "edged\x00x"):
+        with pytest.raises(ValueError, match="plain MQTT topic"):
+            Topics.of(prefix, "kitchen")
+    with pytest.raises(ValueError, match="plain MQTT topic"):
+        Topics("/edged/kitchen")  # an empty first level
+    with pytest.raises(ValueError, match="plain MQTT topic"):
+        Discovery("home/+", "kitchen", "edged kitchen", T)
+    assert Topics.of("/edged/", "kitchen").base == "edged/kitchen"  # of() trims the prefix
+
+
+def test_discovery_of_settings_names_the_device_after_its_id_unless_named(clean_env):
+    d = Discovery.of(load_settings(None, {"mqtt": {"device_id": "hall"}}))
+    assert (d.node, d.name, d.topics.state) == ("edged_hall", "edged hall", "edged/hall/state")
+    named = load_settings(
+        None, {"mqtt": {"device_id": "hall"}, "homeassistant": {"device_name": "Hall"}}
+    )
+    assert Discovery.of(named).name == "Hall"
