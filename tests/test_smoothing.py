@@ -1,10 +1,13 @@
-"""The expression smoother: K-of-N, hold time, threshold, clear_after, heartbeat, events."""
+"""The expression smoother (K-of-N, hold time, threshold, clear_after, heartbeat, events)
+and the daemon's Expression around it (the privacy switch, reports in wall-clock time)."""
 
 from __future__ import annotations
 
 import pytest
 
-from edged.daemon.smoothing import NONE, Smoother, SmoothingConfig, Step
+from edged.daemon.expression import Expression
+from edged.daemon.outputs import NONE, ExpressionEvent, ExpressionReport
+from edged.daemon.smoothing import Smoother, SmoothingConfig, Step
 from edged.vision.detector import Box
 from edged.vision.pipeline import FaceResult, FrameResult
 
@@ -169,3 +172,105 @@ def test_settings_reject_agree_larger_than_window_naming_the_section(clean_env):
 
     with pytest.raises(ConfigError, match=r"smoothing.*agree \(6\) must not exceed window \(5\)"):
         load_settings(None, {"smoothing": {"agree": 6}})
+
+
+# -- the daemon's Expression: what every output is told ------------------------------------
+
+WALL0 = 1_763_900_000.0  # the wall clock at monotonic 0 in these tests
+
+
+def expression(**cfg: object) -> Expression:
+    values: dict = {"window": 2, "agree": 2, "threshold": 0.0, **cfg}
+    return Expression(Smoother(SmoothingConfig(**values)))
+
+
+def tick(e: Expression, f: FrameResult | None, mono: float):
+    return e.update(f, mono, WALL0 + mono)
+
+
+def happy_now(e: Expression) -> None:
+    """Two agreeing frames at monotonic 1.0 and 1.1: the state is happy since 1.1."""
+    tick(e, frame(("happy", 0.9)), 1.0)
+    _, ev = tick(e, frame(("happy", 0.8)), 1.1)
+    assert ev is not None and ev.to == "happy"
+
+
+def test_expression_reports_in_wall_clock_with_the_model_of_the_frames():
+    e = expression()
+    report, event = tick(e, frame(("happy", 0.9)), 1.0)
+    assert event is None and report is not None  # the first tick states "none"
+    assert (report.expression, report.detect, report.model_version) == (NONE, True, "abc")
+    report, event = tick(e, frame(("happy", 0.8)), 1.5)
+    assert event == ExpressionEvent(NONE, "happy", 0.8, WALL0 + 1.5)
+    assert report == ExpressionReport(
+        expression="happy",
+        confidence=0.8,
+        distance=40.0,
+        faces=1,
+        since=WALL0 + 1.5,
+        timestamp=WALL0 + 1.5,
+        model_version="abc",
+        detect=True,
+    )
+    # A re-statement later keeps ``since`` at the change, in wall-clock time.
+    later = e.current(7.0, WALL0 + 7.0)
+    assert later.since == pytest.approx(WALL0 + 1.5) and later.timestamp == WALL0 + 7.0
+
+
+def test_switching_detection_off_states_none_with_an_event_to_none():
+    e = expression()
+    happy_now(e)
+    report, event = e.switch(False, 2.0, WALL0 + 2.0)
+    assert event is not None and (event.from_, event.to) == ("happy", NONE)
+    assert report is not None
+    assert (report.expression, report.faces, report.detect) == (NONE, 0, False)
+    assert e.detect is False and e.expression == NONE
+
+
+def test_while_detection_is_off_update_reports_nothing_not_even_a_heartbeat():
+    e = expression(heartbeat=1.0, clear_after=0.5)
+    happy_now(e)
+    e.switch(False, 2.0, WALL0 + 2.0)
+    for i in range(50):  # frames a loop that ignored the switch would pass on; 25 s
+        assert tick(e, frame(("surprise", 0.99)), 2.5 + i * 0.5) == (None, None)
+        assert tick(e, None, 2.6 + i * 0.5) == (None, None)
+    assert e.expression == NONE
+
+
+def test_switching_back_on_restates_the_current_state_and_needs_new_votes():
+    e = expression()
+    happy_now(e)
+    e.switch(False, 2.0, WALL0 + 2.0)
+    report, event = e.switch(True, 3.0, WALL0 + 3.0)
+    assert event is None
+    assert report is not None and (report.expression, report.detect) == (NONE, True)
+    assert report.timestamp == WALL0 + 3.0
+    # What was seen before the switch went off is forgotten: one frame is not enough.
+    assert tick(e, frame(("happy", 0.9)), 3.1)[1] is None
+    _, event = tick(e, frame(("happy", 0.9)), 3.2)
+    assert event is not None and (event.from_, event.to) == (NONE, "happy")
+
+
+def test_switching_off_when_nothing_is_seen_restates_none_without_an_event():
+    e = expression()
+    tick(e, None, 1.0)
+    report, event = e.switch(False, 2.0, WALL0 + 2.0)
+    assert event is None
+    assert report is not None and (report.expression, report.detect) == (NONE, False)
+
+
+def test_switching_to_the_value_it_already_has_reports_nothing():
+    e = expression()
+    happy_now(e)
+    assert e.switch(True, 2.0, WALL0 + 2.0) == (None, None)
+    e.switch(False, 3.0, WALL0 + 3.0)
+    assert e.switch(False, 4.0, WALL0 + 4.0) == (None, None)
+
+
+def test_the_model_version_comes_from_the_store_until_a_frame_says_otherwise():
+    e = expression()
+    e.set_model("m-store")
+    assert e.current(0.5, WALL0 + 0.5).model_version == "m-store"
+    tick(e, frame(("happy", 0.9)), 1.0)
+    report, _ = tick(e, frame(("happy", 0.9)), 1.1)  # the change to happy is reported
+    assert report is not None and report.model_version == "abc"
