@@ -248,13 +248,19 @@ class Collector:
             return [m for m in self.messages[i + 1 :] if topic is None or m.topic == topic]
 
     def wait_for(
-        self, topic: str, pred: Callable[[Msg], bool] = lambda m: True, timeout: float = 10.0
+        self,
+        topic: str,
+        pred: Callable[[Msg], bool] = lambda m: True,
+        timeout: float = 10.0,
+        after: Msg | None = None,
     ) -> Msg:
-        """The first message on ``topic`` matching ``pred``; fails the test at the deadline."""
+        """The first message on ``topic`` matching ``pred`` (and arriving after ``after``,
+        if given); fails the test at the deadline."""
         found: list[Msg] = []
 
         def check() -> bool:
-            found[:] = [m for m in self.on(topic) if pred(m)]
+            candidates = self.on(topic) if after is None else self.after(after, topic)
+            found[:] = [m for m in candidates if pred(m)]
             return bool(found)
 
         if not wait_until(check, timeout):
