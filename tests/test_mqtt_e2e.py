@@ -1,7 +1,9 @@
 """End to end: ``edged run`` on generated face clips, heard through a real Mosquitto.
 
 Each daemon run is shared by several assertions to keep the suite short. Deadlines are
-generous liveness bounds, never speed claims.
+generous liveness bounds, never speed claims. "Nothing more arrived" is checked after a
+later message from the daemon itself (its stats, its retained "offline") or a collector's
+sentinel (`Collector.sync`), never after a sleep. Every daemon has a device id of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import paho.mqtt.publish as mqtt_publish
 import pytest
 from conftest import CLASSES, SAMPLE, Segment, sample_images, scene, write_video
-from fixtures_broker import PASSWORD, USER, Broker, Collector, wait_until
+from fixtures_broker import PASSWORD, USER, Broker, Collector, device_id_for, wait_until
 
 from edged.vision.detector import DetectorConfig, FaceDetector, to_gray
 from edged.vision.model import LBPHParams, ModelMeta
@@ -164,18 +166,24 @@ def _listed(cls: str) -> set[str]:
 # -- one full run of a clip: every topic, its schema and retain flag ---------------------
 
 
+def ours(device: str) -> list[str]:
+    """Topic filters for everything one device publishes (its topics and its discovery)."""
+    return [f"edged/{device}/#", f"homeassistant/+/edged_{device}/#"]
+
+
 @pytest.fixture(scope="module")
-def clip_run(broker, sample_model, tmp_path_factory):
+def clip_run(request, broker, sample_model, tmp_path_factory):
     """none 1 s -> happy 2.5 s -> sad 2.5 s -> none 2 s, played once at 10 fps."""
     tmp = tmp_path_factory.mktemp("e2e-clip")
     clip = tmp / "clip.avi"
     segs = [Segment(None, 1.0), Segment(HAPPY, 2.5), Segment(SAD, 2.5), Segment(None, 2.0)]
     write_video(clip, segs, fps=10)
-    live = Collector(broker, "#")
+    device = device_id_for(f"{request.node.nodeid}::clip_run")
+    live = Collector(broker, ours(device))
     d = Daemon(
         tmp,
         broker,
-        "clip",
+        device,
         "--source",
         str(clip),
         "--model",
@@ -187,18 +195,21 @@ def clip_run(broker, sample_model, tmp_path_factory):
         "--stats-interval",
         "1",
     )
+    late = ha = None
     try:
         rc = d.wait(LIVENESS + 10)
-        time.sleep(0.3)  # the last messages in flight to the subscriber
+        # The daemon's last word: everything it published before has reached `live`.
+        live.wait_for(f"{d.base}/availability", lambda m: m.text == "offline")
         late = Collector(broker, f"{d.base}/#")  # what a subscriber joining now gets
-        ha = Collector(broker, "homeassistant/+/edged_clip/#")
-        wait_until(lambda: len(ha.messages) >= 6, 5)
-        time.sleep(0.3)
+        ha = Collector(broker, f"homeassistant/+/edged_{device}/#")
+        late.sync()  # every retained copy is in
+        ha.sync()
         yield rc, d, live, late, ha
     finally:
         d.close()
         for c in (live, late, ha):
-            c.close()
+            if c is not None:
+                c.close()
 
 
 def test_run_exits_0_and_leaves_a_retained_offline(clip_run):
@@ -270,16 +281,17 @@ def test_camera_stats_and_switch_state_are_retained(clip_run):
 
 def test_discovery_gives_home_assistant_one_device_with_valid_entities(clip_run):
     _, d, _, _, ha = clip_run
+    node = f"edged_{d.device}"
     configs = {m.topic: js(m) for m in ha.messages}
-    assert len(configs) == 6 and all(m.retain for m in ha.messages)
-    expr = configs["homeassistant/sensor/edged_clip/expression/config"]
+    assert len(configs) == 6 == len(ha.messages) and all(m.retain for m in ha.messages)
+    expr = configs[f"homeassistant/sensor/{node}/expression/config"]
     assert expr["options"] == [*CLASSES, "none"]
-    assert expr["device"]["identifiers"] == ["edged_clip"]
+    assert expr["device"]["identifiers"] == [node]
     for c in configs.values():
         assert c["availability_topic"] == f"{d.base}/availability"
-        assert c["unique_id"].startswith("edged_clip_")
+        assert c["unique_id"].startswith(f"{node}_")
         assert c["device"] == expr["device"]
-    sw = configs["homeassistant/switch/edged_clip/detect/config"]
+    sw = configs[f"homeassistant/switch/{node}/detect/config"]
     assert sw["command_topic"] == f"{d.base}/detect/set"
 
 
@@ -293,62 +305,79 @@ def test_no_image_data_leaves_the_device(clip_run):
 # -- a looping clip: Home Assistant birth, privacy switch, SIGTERM -----------------------
 
 
-def test_birth_resends_discovery_privacy_switch_pauses_snapshots_and_sigterm_says_offline(
-    broker, sample_model, tmp_path, daemons
+def test_ha_birth_resends_discovery_switch_off_pauses_expressions_and_snapshots_sigterm_offline(
+    broker, sample_model, tmp_path, daemons, device_id
 ):
     clip = tmp_path / "happy.avi"
     write_video(clip, [Segment(HAPPY, 2.0)], fps=10)
-    c = Collector(broker, "#")
+    c = Collector(broker, ours(device_id))
     try:
         d = Daemon(
-            tmp_path, broker, "loop", "--source", str(clip), "--loop",
+            tmp_path, broker, device_id, "--source", str(clip), "--loop",
             "--model", str(sample_model), "--fps", "8", "--duration", "60",
+            "--stats-interval", "0.5",
             publish={"snapshot": True, "snapshot_interval": 0.5},
         )  # fmt: skip
         daemons.append(d)
         base = d.base
-        host = {"hostname": broker.host, "port": broker.port}
+        node = f"edged_{device_id}"
+        host = {"hostname": broker.host, "port": broker.port, "qos": 1}
         c.wait_for(f"{base}/state", lambda m: js(m)["expression"] == "happy", LIVENESS)
         # The opt-in snapshot: a JPEG of the camera view, not retained.
         snap = c.wait_for(f"{base}/snapshot", timeout=10)
         assert snap.payload.startswith(b"\xff\xd8") and not snap.retain
-        assert "homeassistant/image/edged_loop/snapshot/config" in {m.topic for m in c.messages}
+        assert f"homeassistant/image/{node}/snapshot/config" in {m.topic for m in c.messages}
 
         # Home Assistant restarts: discovery comes again, live.
-        n = len(c.on("homeassistant/sensor/edged_loop/expression/config"))
+        n = len(c.on(f"homeassistant/sensor/{node}/expression/config"))
         mqtt_publish.single("homeassistant/status", "online", **host)
-        assert wait_until(
-            lambda: len(c.on("homeassistant/sensor/edged_loop/expression/config")) > n, 10
-        )
+        assert wait_until(lambda: len(c.on(f"homeassistant/sensor/{node}/expression/config")) > n)
 
-        # Privacy OFF: state goes to none, then nothing about expressions.
+        # Privacy OFF. The daemon answers in this order: detect/state OFF, the event to
+        # none, the state none (detect OFF); then nothing about expressions.
         mqtt_publish.single(f"{base}/detect/set", "OFF", **host)
-        c.wait_for(f"{base}/detect/state", lambda m: m.text == "OFF")
-        off = c.wait_for(f"{base}/state", lambda m: js(m)["detect"] == "OFF")
-        assert js(off)["expression"] == "none"
-        time.sleep(0.5)
-        n_state, n_det = len(c.on(f"{base}/state")), len(c.on(f"{base}/detections"))
-        n_snap = len(c.on(f"{base}/snapshot"))
-        time.sleep(2.0)
-        assert len(c.on(f"{base}/state")) == n_state
-        assert len(c.on(f"{base}/detections")) == n_det
-        assert len(c.on(f"{base}/snapshot")) == n_snap
-        assert d.proc.poll() is None
+        off = c.wait_for(f"{base}/detect/state", lambda m: m.text == "OFF", LIVENESS)
+        # The daemon's own later messages: three stats reports (0.5 s apart) after OFF.
+        assert wait_until(lambda: len(c.after(off, f"{base}/stats")) >= 3, LIVENESS)
+        (event,) = (js(m) for m in c.after(off, f"{base}/event"))
+        assert (event["from"], event["to"]) == ("happy", "none")
+        (state,) = (js(m) for m in c.after(off, f"{base}/state"))
+        assert (state["expression"], state["detect"], state["faces"]) == ("none", "OFF", 0)
+        assert c.after(off, f"{base}/detections") == []
+        assert c.after(off, f"{base}/snapshot") == []
+        stats = [js(m) for m in c.after(off, f"{base}/stats")]
+        assert stats[-1]["ticks"] > stats[0]["ticks"]  # the loop went on...
+        assert stats[-1]["frames"] == stats[0]["frames"]  # ...and processed no frame
+        assert stats[-1]["camera"]["online"] is True
+        late = Collector(broker, f"{base}/state")
+        try:
+            late.sync()
+            (kept,) = late.messages  # what a dashboard opening now shows
+            assert kept.retain and js(kept)["expression"] == "none" and js(kept)["detect"] == "OFF"
+        finally:
+            late.close()
 
-        # Privacy ON: back to happy.
+        # Privacy ON: the state is re-stated at once, then expressions, detections and
+        # snapshots resume.
         mqtt_publish.single(f"{base}/detect/set", "ON", **host)
-        c.wait_for(f"{base}/detect/state", lambda m: m.text == "ON")
-        assert wait_until(
-            lambda: js(c.on(f"{base}/state")[-1])["expression"] == "happy", LIVENESS
-        ), d.stderr()
-        assert len(c.on(f"{base}/detections")) > n_det
+        on = c.wait_for(f"{base}/detect/state", lambda m: m.text == "ON", LIVENESS, after=off)
+        restated = js(c.wait_for(f"{base}/state", after=on))
+        assert (restated["expression"], restated["detect"]) == ("none", "ON")
+        c.wait_for(f"{base}/detections", timeout=LIVENESS, after=on)
+        happy = c.wait_for(
+            f"{base}/state", lambda m: js(m)["expression"] == "happy", LIVENESS, after=on
+        )
+        assert js(happy)["detect"] == "ON"
+        c.wait_for(f"{base}/event", lambda m: js(m)["to"] == "happy", LIVENESS, after=on)
+        c.wait_for(f"{base}/snapshot", timeout=LIVENESS, after=on)
 
         d.proc.send_signal(signal.SIGTERM)
         assert d.wait() == 0
         c.wait_for(f"{base}/availability", lambda m: m.text == "offline")
         late = Collector(broker, f"{base}/availability")
         try:
-            m = late.wait_for(f"{base}/availability")
+            late.sync()
+            (m,) = late.messages
             assert m.retain and m.text == "offline"
         finally:
             late.close()
@@ -360,15 +389,15 @@ def test_birth_resends_discovery_privacy_switch_pauses_snapshots_and_sigterm_say
 
 
 def test_broker_outage_reconnects_resends_online_and_newest_state_no_old_events_and_will(
-    private_broker, sample_model, tmp_path, daemons
+    private_broker, sample_model, tmp_path, daemons, device_id
 ):
     b = private_broker
     clip = tmp_path / "alternating.avi"
     write_video(clip, [Segment(HAPPY, 1.5), Segment(SAD, 1.5)], fps=10)
-    c = Collector(b, "#")
+    c = Collector(b, ours(device_id))
     try:
         d = Daemon(
-            tmp_path, b, "outage", "--source", str(clip), "--loop",
+            tmp_path, b, device_id, "--source", str(clip), "--loop",
             "--model", str(sample_model), "--fps", "5", "--stats-interval", "1",
         )  # fmt: skip
         daemons.append(d)
@@ -378,7 +407,7 @@ def test_broker_outage_reconnects_resends_online_and_newest_state_no_old_events_
 
         b.stop()
         gone = time.time()
-        time.sleep(10)
+        time.sleep(10)  # the outage itself
         assert d.proc.poll() is None, d.stderr()
         rss_away = _rss_kb(d.proc.pid)
         c.clear()
@@ -391,9 +420,9 @@ def test_broker_outage_reconnects_resends_online_and_newest_state_no_old_events_
         # The state sent on reconnect is the newest (the clip changes every 1.5 s), not
         # the one from before the outage.
         assert datetime.fromisoformat(js(state)["timestamp"]).timestamp() >= gone + 5
+        # A stats report made after the reconnect: anything replayed would have come first.
         stats = js(c.wait_for(f"{base}/stats", lambda m: js(m)["broker_reconnects"] >= 1))
         assert stats["mqtt_dropped"] > 0  # events/detections while away: dropped, not queued
-        time.sleep(1.0)
         for m in c.on(f"{base}/event"):  # events after the reconnect only
             assert datetime.fromisoformat(js(m)["time"]).timestamp() >= back - 0.5, js(m)
         err = d.stderr()
@@ -424,47 +453,49 @@ def _rss_kb(pid: int) -> int:
 
 
 def test_password_broker_wrong_password_is_one_clear_log_line_and_the_daemon_lives_on(
-    auth_broker, sample_model, tmp_path, daemons
+    auth_broker, sample_model, tmp_path, daemons, device_id
 ):
     clip = tmp_path / "c.avi"
     write_video(clip, [Segment(HAPPY, 2.0)], fps=10)
     common = ("--source", str(clip), "--loop", "--model", str(sample_model), "--fps", "5")
-    bad = Daemon(tmp_path, auth_broker, "badpw", *common, "--duration", "4",
+    bad = Daemon(tmp_path, auth_broker, f"{device_id}-bad", *common, "--duration", "4",
                  username=USER, password="Xq7-not-it")  # fmt: skip
     daemons.append(bad)
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD + "\n")
-    good = Daemon(tmp_path, auth_broker, "goodpw", *common, "--duration", "30",
+    good = Daemon(tmp_path, auth_broker, f"{device_id}-good", *common, "--duration", "30",
                   username=USER, password_file=str(pw))  # fmt: skip
     daemons.append(good)
     c = Collector(auth_broker, "edged/#", username=USER, password=PASSWORD)
     try:
-        c.wait_for("edged/goodpw/availability", lambda m: m.text == "online", LIVENESS)
+        c.wait_for(f"{good.base}/availability", lambda m: m.text == "online", LIVENESS)
         assert bad.wait() == 0  # ran its full duration: the broker never killed it
         err = bad.stderr()
         assert err.count("bad username or password") == 1, err
         assert "Xq7-not-it" not in err  # never logged
-        assert c.on("edged/badpw/state") == []
+        c.sync()
+        assert [m for m in c.messages if m.topic.startswith(f"{bad.base}/")] == []
+        assert c.on(f"{good.base}/state")  # the other daemon, right beside it, got through
         good.proc.send_signal(signal.SIGTERM)
         assert good.wait() == 0
     finally:
         c.close()
 
 
-def test_tls_broker_with_client_certificate(tls_broker, sample_model, tmp_path, daemons):
+def test_tls_broker_with_client_certificate(tls_broker, sample_model, tmp_path, daemons, device_id):
     b, f = tls_broker
     clip = tmp_path / "c.avi"
     write_video(clip, [Segment(HAPPY, 2.0)], fps=10)
     c = Collector(b, "edged/#", tls_ca=f.ca, tls_cert=f.client_cert, tls_key=f.client_key)
     try:
         d = Daemon(
-            tmp_path, b, "tls", "--source", str(clip), "--loop", "--model", str(sample_model),
+            tmp_path, b, device_id, "--source", str(clip), "--loop", "--model", str(sample_model),
             "--fps", "5", "--duration", "30",
             ca_file=str(f.ca), certfile=str(f.client_cert), keyfile=str(f.client_key),
         )  # fmt: skip
         daemons.append(d)
-        c.wait_for("edged/tls/availability", lambda m: m.text == "online", LIVENESS)
-        c.wait_for("edged/tls/state", lambda m: js(m)["expression"] == "happy", LIVENESS)
+        c.wait_for(f"{d.base}/availability", lambda m: m.text == "online", LIVENESS)
+        c.wait_for(f"{d.base}/state", lambda m: js(m)["expression"] == "happy", LIVENESS)
         d.proc.send_signal(signal.SIGTERM)
         assert d.wait() == 0
     finally:
