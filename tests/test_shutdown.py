@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import Segment, sample_images
+from fixtures_broker import wait_until
 
 
 @pytest.fixture
@@ -42,25 +43,32 @@ def black_hole_port() -> Iterator[int]:
 
 
 def test_sigterm_exits_within_2_s_while_mqtt_hangs_connecting(
-    black_hole_port: int, face_video, sample_model, clean_env
+    black_hole_port: int, face_video, sample_model, clean_env, tmp_path
 ):
     clip, _ = face_video([Segment(sample_images("happy", 1)[0], 2.0)], fps=5)
     env = {**os.environ, "EDGED_MQTT__HOST": "127.0.0.1",
            "EDGED_MQTT__PORT": str(black_hole_port)}  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edged", "run", "--source", str(clip), "--loop",
-         "--model", str(sample_model), "--fps", "5"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    time.sleep(3.0)  # running, and paho is inside a connect that will not finish
-    assert proc.poll() is None
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edged", "run", "--source", str(clip), "--loop",
+             "--model", str(sample_model), "--fps", "5"],
+            stdout=subprocess.DEVNULL, stderr=err_file, text=True, env=env,
+        )  # fmt: skip
     try:
+        # Running: the loop has ticked, and paho is inside its first connect (2 s timeout,
+        # begun before the first tick), which the black hole never answers.
+        assert wait_until(lambda: "running at" in log.read_text(), 30), log.read_text()
+        assert "MQTT: connecting to 127.0.0.1" in log.read_text()
+        assert "MQTT: connected" not in log.read_text()
+        assert proc.poll() is None
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=10)
+        elapsed = time.monotonic() - t0
     finally:
         proc.kill()
-        _, err = proc.communicate()
-    elapsed = time.monotonic() - t0
+        proc.wait()
+    err = log.read_text()
     assert rc == 0, err
     assert elapsed < 2.0, f"took {elapsed:.2f} s to exit\n{err}"
