@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import socket
 import textwrap
 import tomllib
@@ -38,6 +37,7 @@ from pydantic_settings import (
 )
 
 from edged.errors import ConfigError
+from edged.redact import redact_credentials
 
 # The TOML file's values for the Settings() call that load_settings is making.
 _FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("edged_settings_file", default={})  # noqa: B039
@@ -347,16 +347,6 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
 
 
 # -- TOML output: `edged config check` (effective settings) and the example file ----------
-
-
-# ``scheme://user:password@`` anywhere in a string (a URL, or one inside a GStreamer
-# pipeline); greedy up to the last ``@`` of the authority, as passwords may hold ``@``.
-_URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
-
-
-def redact_credentials(text: str) -> str:
-    """``text`` with every URL's ``user:password@`` shown as ``***@``: for logs and dumps."""
-    return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
 def _toml_value(value: Any) -> str:

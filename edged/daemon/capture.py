@@ -35,7 +35,8 @@ import numpy as np
 
 from edged.daemon.workers import FatalHandler, Worker
 from edged.errors import CameraError
-from edged.settings import CameraSettings, redact_credentials
+from edged.redact import redact_credentials
+from edged.settings import CameraSettings
 
 log = logging.getLogger(__name__)
 
