@@ -477,7 +477,7 @@ def test_wrong_password_is_logged_once_in_words_and_retried(
     assert "bad username or password" in errors[0]
     assert "nope" not in caplog.text
     assert pub.problem is not None and not pub._connected
-    assert pub._network is not None and pub._network.alive  # paho's loop goes on trying
+    assert pub.network_alive  # paho's loop goes on trying
 
 
 def test_connack_refusals_are_described_by_reason_code_not_by_text():

@@ -103,7 +103,9 @@ class MqttPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         if self.discovery is not None:
-            self._discovery_msgs = discovery_messages(self.discovery, [], self.wants_images)
+            self._discovery_msgs = discovery_messages(
+                self.discovery, self._classes, self.wants_images
+            )
         cfg = self.settings.mqtt
         log.info(
             "MQTT: connecting to %s:%d%s as %s, topics under %s/",
