@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import Segment, sample_images
+
+from edged.cli import main
 
 
 def test_python_dash_m_edged_with_only_run_options_starts_the_daemon(face_video, clean_env):
@@ -38,3 +41,22 @@ def test_python_dash_m_edged_help_lists_the_commands():
     assert proc.returncode == 0
     for command in ("run", "detect", "config", "ha-remove"):
         assert command in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["run", "--fps", "-2"], "'-2' must be more than 0"),
+        (["run", "--fps", "nan"], "'nan' is not a finite number"),
+        (["run", "--duration", "inf"], "'inf' is not a finite number"),
+        (["run", "--fps", "five"], "'five' is not a number"),
+        (["detect", "x.jpg", "--min-size", "1.5"], "'1.5' must be at most 1"),
+        (["detect", "x.jpg", "--max-faces", "2.5"], "'2.5' is not a whole number"),
+        (["detect", "x.jpg", "--max-faces", "0"], "'0' must be at least 1"),
+    ],
+)
+def test_a_bad_number_on_the_command_line_is_a_usage_error_in_one_wording(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert words in capsys.readouterr().err

@@ -355,7 +355,7 @@ def test_unknown_class_name_is_refused_and_model_untouched(sample_dir, existing_
 def test_lbph_parameters_out_of_range_are_a_usage_error(sample_dir, existing_model):
     out, before = existing_model
     r = edged_train(sample_dir, "-o", out, "--neighbors", "40")
-    assert r.returncode == 2 and "--neighbors" in r.stderr and "outside 1..12" in r.stderr
+    assert r.returncode == 2 and "--neighbors" in r.stderr and "must be in 1..12" in r.stderr
     assert out.read_bytes() == before
 
 

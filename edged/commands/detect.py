@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import cv2
 
+from edged.arguments import number
 from edged.errors import EdgedError, ExitStatus, InputMissing
 from edged.settings import load_settings
 from edged.training.datasets import is_image_name, normalize_label
@@ -69,24 +70,8 @@ def _labels(text: str) -> list[str]:
     return names
 
 
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"{v} is outside (0, 1]")
-    return v
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is less than 1")
-    return v
+_fraction = number(float, above=0.0, high=1.0)
+_positive = number(int, low=1)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

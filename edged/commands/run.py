@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edged.arguments import number
 from edged.daemon.capture import FrameGrabber
 from edged.daemon.expression import Expression
 from edged.daemon.inbox import Inbox
@@ -45,14 +46,7 @@ examples:
 """
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
-    return value
+_positive = number(float, above=0.0)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -20,6 +20,7 @@ from typing import TextIO
 
 import cv2
 
+from edged.arguments import number
 from edged.errors import DatasetError, EdgedError, ExitStatus, run_guarded
 from edged.training import fitting
 from edged.training.datasets import DEFAULT_CLASSES, Dataset, Sample, load_dataset, parse_classes
@@ -391,19 +392,6 @@ example:
 """
 
 
-def _int_range(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{v} is outside {lo}..{hi}")
-        return v
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edged-train",
@@ -455,25 +443,25 @@ def _lbph_arguments(g: argparse._ArgumentGroup) -> None:
     defaults = LBPHParams()
     g.add_argument(
         "--radius",
-        type=_int_range(1, 8),
+        type=number(int, low=1, high=8),
         default=defaults.radius,
         help="LBP radius in pixels (default: %(default)s)",
     )
     g.add_argument(
         "--neighbors",
-        type=_int_range(1, 12),
+        type=number(int, low=1, high=12),
         default=defaults.neighbors,
         help="LBP sample points (default: %(default)s)",
     )
     g.add_argument(
         "--grid-x",
-        type=_int_range(1, 32),
+        type=number(int, low=1, high=32),
         default=defaults.grid_x,
         help="histogram cells across (default: %(default)s)",
     )
     g.add_argument(
         "--grid-y",
-        type=_int_range(1, 32),
+        type=number(int, low=1, high=32),
         default=defaults.grid_y,
         help="histogram cells down (default: %(default)s)",
     )
@@ -487,7 +475,10 @@ def _eval_arguments(e: argparse._ArgumentGroup) -> None:
         help="also measure accuracy on held-out people (k-fold, each person on one side)",
     )
     e.add_argument(
-        "--folds", type=_int_range(2, 50), default=5, help="folds for --eval (default: %(default)s)"
+        "--folds",
+        type=number(int, low=2, high=50),
+        default=5,
+        help="folds for --eval (default: %(default)s)",
     )
     e.add_argument(
         "--eval-png",
