@@ -46,6 +46,20 @@ __all__ = [
 ]
 
 USER, PASSWORD = "edge", "s3cret-pw"
+# The retained ``state`` payload's keys, written out here (not taken from edged) so the
+# tests pin the documented schema.
+STATE_KEYS = frozenset(
+    {
+        "expression",
+        "confidence",
+        "distance",
+        "faces",
+        "since",
+        "timestamp",
+        "model_version",
+        "detect",
+    }
+)
 SENTINEL = "edged-test-sentinel"  # each Collector's own round-trip topic lives under this
 
 

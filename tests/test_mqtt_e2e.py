@@ -23,7 +23,7 @@ import numpy as np
 import paho.mqtt.publish as mqtt_publish
 import pytest
 from conftest import CLASSES, SAMPLE, Segment, sample_images, scene, write_video
-from fixtures_broker import PASSWORD, USER, Broker, Collector, device_id_for, wait_until
+from fixtures_broker import PASSWORD, STATE_KEYS, USER, Broker, Collector, device_id_for, wait_until
 
 from edged.vision.detector import DetectorConfig, FaceDetector, to_gray
 from edged.vision.model import LBPHParams, ModelMeta
@@ -35,16 +35,6 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 HAPPY = SAMPLE / "images" / "Aaron_Guiel_0001.jpg"
 SAD = SAMPLE / "images" / "Alain_Cervantes_0001.jpg"
 LIVENESS = 30.0
-STATE_KEYS = {
-    "expression",
-    "confidence",
-    "distance",
-    "faces",
-    "since",
-    "timestamp",
-    "model_version",
-    "detect",
-}
 
 
 class Daemon:

@@ -22,7 +22,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import paho.mqtt.publish as mqtt_publish
 import pytest
-from fixtures_broker import PASSWORD, USER, Broker, Collector, wait_until
+from fixtures_broker import PASSWORD, STATE_KEYS, USER, Broker, Collector, wait_until
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -39,16 +39,6 @@ from edged.vision.pipeline import FaceResult, FrameResult
 CLASSES = ["anger", "happy", "sad", "neutral", "surprise"]
 WALL = 1_763_900_000.25  # 2025-11-23T12:13:20.250Z
 MODEL = ModelStatus("loaded", version="m1", classes=CLASSES)
-STATE_KEYS = {
-    "expression",
-    "confidence",
-    "distance",
-    "faces",
-    "since",
-    "timestamp",
-    "model_version",
-    "detect",
-}
 
 
 @pytest.fixture

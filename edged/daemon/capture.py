@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edged.daemon.workers import FatalHandler, Worker
+from edged.daemon.workers import FatalHandler, Worker, describe
 from edged.errors import CameraError
 from edged.redact import redact_credentials
 from edged.settings import CameraSettings
@@ -248,11 +248,6 @@ class Picamera2Source(Source):
             self._cam.stop()
         finally:
             self._cam.close()
-
-
-def _one_line(e: Exception) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
 def _v4l2_backend() -> int:
@@ -598,7 +593,7 @@ class FrameGrabber:
                 try:
                     online_for, reason = self._pump(source)
                 except Exception as e:  # the owner hears "offline"; the Worker logs it
-                    self._failed(f"unexpected error reading {source.name}: {_one_line(e)}")
+                    self._failed(f"unexpected error reading {source.name}: {describe(e)}")
                     raise
                 if reason is None:  # stopped, or a file ended
                     return

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 FatalHandler = Callable[[str], None]
 
 
-def _describe(e: Exception) -> str:
+def describe(e: Exception) -> str:
     """``Type: first line of the message``: fits the one-line reason and log lines."""
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
@@ -138,7 +138,7 @@ class Worker:
         recent.append(now)
         while recent and recent[0] <= now - self._window:
             recent.popleft()
-        what = _describe(e)
+        what = describe(e)
         give_up = not self._restart or len(recent) >= self._max_failures
         delay = min(self._backoff[0] * 2 ** (len(recent) - 1), self._backoff[1])
         then = "" if give_up else f"; restart {self._failures} in {delay:g} s"
