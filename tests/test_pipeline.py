@@ -162,3 +162,24 @@ def test_still_face_keeps_its_box_and_expression_under_tracking(sample_model, ph
     assert {r.box for r in results} == {results[0].box}
     assert {r.expression for r in results} == {results[0].expression}
     assert pipe.tracker is not None and pipe.tracker.region_scans >= 7
+
+
+def test_a_frame_is_downscaled_once_however_many_regions_are_scanned():
+    """Two followed faces and a newcomer scan share one downscaled copy of the frame."""
+
+    class Counting(FaceDetector):
+        prepared = 0
+
+        def prepare(self, gray):
+            self.prepared += 1
+            return super().prepare(gray)
+
+    det = Counting(DAEMON)
+    tracker = FaceTracker(det, TrackConfig(full_every=3))
+    two = placed(PHOTOS[1], 400, 140, frame=placed(PHOTOS[0], 30, 140))
+    frames = 6
+    for _ in range(frames):
+        assert len(tracker.detect(to_gray(two))) == 2
+    scans = tracker.full_scans + tracker.region_scans + tracker.new_face_scans
+    assert scans > frames + 4, "several scans per frame (two regions, newcomer scans)"
+    assert det.prepared == frames
