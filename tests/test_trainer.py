@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -15,7 +22,7 @@ import pytest
 from conftest import CLASSES, sample_images
 from test_datasets import make_folders_dataset, make_legend_dataset
 
-from edged.errors import DatasetError
+from edged.errors import DatasetError, EdgedError
 from edged.training import fitting
 from edged.training.datasets import load_dataset
 from edged.training.trainer import ClassCounts, Progress, format_table, save, train
@@ -422,3 +429,138 @@ def test_help_explains_layouts_outputs_exit_codes_with_an_example():
         "atomically",
     ):
         assert words in r.stdout, words
+
+
+# --- a full disk and a killed writer: the old model survives, nothing is left behind ------
+
+
+@dataclass(frozen=True)
+class FullDisk:
+    """A folder holding a good model and no room for a new one, and how to run there."""
+
+    folder: Path
+    preexec: Callable[[], None] | None
+    error: str  # the strerror edged-train must report
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child: its write() past ``limit`` fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def _mount_tmpfs(folder: Path) -> bool:
+    try:
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as e:
+        print(f"tmpfs: cannot run mount ({e}): using RLIMIT_FSIZE instead")
+        return False
+    if r.returncode != 0:
+        print(f"tmpfs: mounting is not permitted ({r.stderr.strip()}): using RLIMIT_FSIZE instead")
+    return r.returncode == 0
+
+
+@pytest.fixture(params=["tmpfs", "rlimit"])
+def full_disk(
+    request: pytest.FixtureRequest, tmp_path: Path, sample_model: Path
+) -> Iterator[FullDisk]:
+    """A 3 MB tmpfs filled so a new model cannot fit (where mounting is permitted), or a
+    file-size limit (RLIMIT_FSIZE) below the model's size: never skipped."""
+    good = sample_model.read_bytes()
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = request.param == "tmpfs" and _mount_tmpfs(folder)
+    try:
+        (folder / "trainer.yml").write_bytes(good)
+        if mounted:
+            free = shutil.disk_usage(folder).free
+            if free > len(good) // 2:
+                (folder / "filler").write_bytes(bytes(free - len(good) // 2))
+            yield FullDisk(folder, None, "No space left on device")
+        else:
+            yield FullDisk(folder, _file_size_limit(len(good) // 2), "File too large")
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_clear_error_and_the_old_model_stays_byte_for_byte(
+    full_disk: FullDisk, sample_dir: Path
+):
+    out = full_disk.folder / "trainer.yml"
+    before = out.read_bytes()
+    r = subprocess.run(
+        [*TRAIN, str(sample_dir), "-o", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=full_disk.preexec,
+        check=False,
+    )
+    assert_refused(r, 1, f"cannot write the model to {out}: {full_disk.error}")
+    assert out.read_bytes() == before
+    assert list(full_disk.folder.glob(".trainer.yml.*")) == [], "temp file left behind"
+    assert load_model(out).class_names() == list(CLASSES)
+
+
+def _kill_once_the_temp_file_appears(args: list[str], folder: Path) -> bool:
+    """Run edged-train, SIGKILL it as soon as its temp file exists; True if the kill hit."""
+    with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as p:
+        try:
+            while p.poll() is None:
+                if any(n.startswith(".trainer.yml.") for n in os.listdir(folder)):
+                    p.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.0005)
+        finally:
+            p.kill()
+    return p.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_a_killed_trainer_leaves_no_temp_file_once_the_next_write_succeeds(
+    sample_dir: Path, existing_model: tuple[Path, bytes]
+):
+    out, _ = existing_model
+    folder = out.parent
+    args = [*TRAIN, str(sample_dir), "-o", str(out), "-q", "--classes", "happy,sad"]
+    hits = 0
+    for _ in range(3):
+        before = out.read_bytes()
+        hit = _kill_once_the_temp_file_appears(args, folder)
+        stale = list(folder.glob(".trainer.yml.*.tmp.yml"))
+        # Each write first removes the temp files of earlier killed writers: never more than one.
+        assert len(stale) <= 1, stale
+        if stale:
+            assert out.read_bytes() == before, "a killed writer touched the model"
+        hits += hit and bool(stale)
+    assert hits >= 1, "no kill landed while the temp file existed"
+    r = edged_train(*args[len(TRAIN) :])
+    assert r.returncode == 0, r.stderr
+    assert list(folder.glob(".trainer.yml.*")) == [], "a killed writer's temp file is still there"
+    assert load_model(out).class_names() == ["happy", "sad"]
+
+
+@pytest.mark.slow
+def test_a_model_that_does_not_load_back_is_not_written_and_the_error_says_why(
+    sample_dir: Path, existing_model: tuple[Path, bytes]
+):
+    """The write checks the temp file by loading it: a model the daemon would refuse
+    (here a scorer one row short) never replaces the old one."""
+    out, before = existing_model
+    fitted = train(load_dataset(sample_dir, ("happy", "sad")), out.parent / "a.yml", progress=False)
+    meta = fitted.fitted.meta
+    assert meta.weights is not None
+    broken = replace(fitted.fitted, meta=replace(meta, weights=meta.weights[:-1]))
+    expected = rf"cannot write the model to {re.escape(str(out))}: the written file does not load"
+    with pytest.raises(EdgedError, match=expected + r" back \(.*weights"):
+        save(broken, out)
+    assert out.read_bytes() == before
+    assert list(out.parent.glob(".trainer.yml.*")) == [], "temp file left behind"

@@ -6,11 +6,11 @@ edged's metadata in a second top-level node, ``edged``, that LBPH ignores.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edged.atomic import write_atomic
 from edged.errors import ModelError
 from edged.vision.detector import Box
 from edged.vision.model import (
@@ -247,19 +248,45 @@ def _write_meta(fs: cv2.FileStorage, meta: ModelMeta) -> None:
     fs.endWriteStruct()
 
 
-def _commit(tmp: str, path: Path) -> bytes:
-    """fsync the temp file, rename it over ``path``, fsync the folder; returns its bytes."""
-    with open(tmp, "rb+") as f:
-        data = f.read()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return data
+def _loads_back(samples: int, version: str) -> Callable[[Path], None]:
+    """The check the temp file must pass before it replaces the model: it loads, and it is
+    the model just written (its histogram count and version), not what a disk kept of it.
+
+    A failure is an ``OSError`` (EIO), not a `ModelError`: the write failed, so callers
+    report "cannot write" (exit 1), not a missing or corrupt input model (exit 66).
+    """
+
+    def check(tmp: Path) -> None:
+        try:
+            model = load_model(tmp)
+        except ModelError as e:
+            raise OSError(errno.EIO, f"the written file does not load back ({e})") from None
+        if model.samples != samples or model.version != version:
+            found = f"{model.samples} histograms, version {model.version}"
+            raise OSError(errno.EIO, f"the written file reads back as another model ({found})")
+
+    return check
+
+
+def model_bytes(
+    histograms: Sequence[npt.NDArray[np.float32]],
+    labels: Sequence[int],
+    classes: Mapping[int, str],
+    params: LBPHParams,
+    meta: ModelMeta,
+) -> bytes:
+    """A model file's bytes, serialised in memory: OpenCV's file writer ignores a full disk.
+
+    The histograms are base64-encoded, which parses many times faster than text floats.
+    """
+    if len(histograms) != len(labels) or not histograms:
+        raise ModelError("a model needs at least one histogram and one label per histogram")
+    # The name only tells OpenCV the format (YAML); nothing is written to disk here.
+    flags = cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_MEMORY | cv2.FILE_STORAGE_BASE64
+    fs = cv2.FileStorage("model.yml", flags)
+    _write_lbph(fs, histograms, labels, classes, params)
+    _write_meta(fs, meta)
+    return fs.releaseAndGetString().encode("utf-8")
 
 
 def write_model(  # noqa: PLR0917
@@ -270,23 +297,14 @@ def write_model(  # noqa: PLR0917
     params: LBPHParams,
     meta: ModelMeta,
 ) -> str:
-    """Write a model atomically (temp file in the same folder, fsync, rename); returns its version.
+    """Write a model all or nothing (`edged.atomic.write_atomic`); returns its version.
 
-    The histograms are base64-encoded, which parses many times faster than text floats.
+    The temp file must load back as this model before it replaces the old one, so a
+    full disk, or a model the daemon would refuse, never replaces a working one.
     """
     path = Path(path)
-    if len(histograms) != len(labels) or not histograms:
-        raise ModelError("a model needs at least one histogram and one label per histogram")
+    data = model_bytes(histograms, labels, classes, params, meta)
+    version = file_version(data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.yml", dir=path.parent)
-    os.close(fd)
-    try:
-        fs = cv2.FileStorage(tmp, cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_BASE64)
-        _write_lbph(fs, histograms, labels, classes, params)
-        _write_meta(fs, meta)
-        fs.release()
-        data = _commit(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return file_version(data)
+    write_atomic(path, data, check=_loads_back(len(histograms), version))
+    return version
