@@ -15,7 +15,7 @@ from edged.training import fitting
 from edged.training.datasets import person_folds
 from edged.vision.detector import IMAGE_DETECTOR, FaceDetector
 from edged.vision.model import LBPHParams
-from edged.vision.model_file import load_model, write_model
+from edged.vision.model_file import load_model, model_bytes, write_model
 from edged.vision.preprocess import PreprocessConfig, Preprocessor
 
 
@@ -158,6 +158,10 @@ def test_a_model_whose_scorer_does_not_fit_its_histograms_is_refused(sample_face
         weights=meta.weights[:-1],  # one row short
         bias=meta.bias,
     )
-    write_model(path, fitted.histograms, fitted.labels, fitted.classes, fitted.params, bad)
+    args = (fitted.histograms, fitted.labels, fitted.classes, fitted.params, bad)
+    with pytest.raises(OSError, match="weights"):
+        write_model(path, *args)  # edged-train never writes what the daemon would refuse
+    assert not path.exists()
+    path.write_bytes(model_bytes(*args))  # written by something else
     with pytest.raises(ModelError, match="weights"):
         load_model(path)
