@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import select
+import signal
 import sys
 from collections.abc import Callable
 from enum import IntEnum
@@ -76,9 +79,23 @@ def run_guarded(
     fn: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str
 ) -> int:
     """Run a command: its own errors become one line and their exit status; anything
-    else is a bug, logged with its traceback (raised with ``--traceback``), exit 70."""
+    else is a bug, logged with its traceback (raised with ``--traceback``), exit 70.
+
+    A closed stdout (``edged detect --json ... | head -1``) ends the command quietly,
+    like any Unix tool: no traceback, no message, and 141 (128 + SIGPIPE), what a shell
+    reports for a tool killed by SIGPIPE. stdout is flushed here, inside the guard, so
+    the interpreter's own flush at exit never meets the closed pipe.
+    """
     try:
-        return int(fn(args))
+        status = int(fn(args))
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        if _stdout_is_closed():
+            return _stdout_closed()
+        if getattr(args, "traceback", False):  # another pipe or socket: a bug like any
+            raise
+        return _report_bug()
     except EdgedError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return exit_status_for(e)
@@ -87,5 +104,32 @@ def run_guarded(
     except Exception:
         if getattr(args, "traceback", False):
             raise
-        log.exception("unexpected error (a bug: please report it with this traceback)")
-        return ExitStatus.SOFTWARE
+        return _report_bug()
+
+
+def _report_bug() -> int:
+    """Log the exception being handled, with its traceback: exit 70."""
+    log.exception("unexpected error (a bug: please report it with this traceback)")
+    return ExitStatus.SOFTWARE
+
+
+def _stdout_is_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error on it)."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):  # replaced by a StringIO, or no poll()
+        return False
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _stdout_closed() -> int:
+    """Point stdout at /dev/null, so what is still buffered (and the flush at exit) goes
+    nowhere instead of raising again; the status a shell shows for a SIGPIPE death."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return 128 + signal.SIGPIPE
