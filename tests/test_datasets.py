@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -147,6 +148,88 @@ def test_an_image_given_two_classes_is_left_out_and_a_repeated_one_counted_once(
     assert happy[0] not in {s.path.name for s in ds.samples}
     assert ds.listed["happy"] == 16
     assert sum(s.path.name == happy[1] for s in ds.samples) == 1
+
+
+# --- links: a photo is never trained under two labels -------------------------------------
+
+TWO = ("happy", "sad")
+
+
+def _two_classes(sample: Path, root: Path) -> Path:
+    return make_folders_dataset(sample, root, {"happy": "happy", "sad": "sad"})
+
+
+def _photos(root: Path) -> dict[str, set[str]]:
+    """Each real photo of the happy/ and sad/ folders, by class: what must be trained."""
+    return {c: {p.name for p in (root / c).rglob("*.jpg")} for c in TWO}
+
+
+def _by_class(ds) -> dict[str, list[str]]:
+    return {c: sorted(s.path.name for s in ds.samples if s.label == c) for c in ds.classes}
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        (".", "fear/ is a link to the dataset folder itself (fear -> .)"),
+        ("..", "fear/ is a link to a folder that holds the dataset (fear -> ..)"),
+        ("happy", "fear/ is a link to the same folder as happy/ (fear -> happy)"),
+        ("sad/batch1", "fear/ is a link into sad/ (fear -> sad/batch1)"),
+    ],
+    ids=["to-the-dataset", "to-a-folder-above", "to-another-class", "into-another-class"],
+)
+def test_a_class_folder_that_links_to_the_dataset_or_another_class_is_left_out_with_a_warning(
+    sample_dir: Path, tmp_path: Path, target: str, why: str
+):
+    root = _two_classes(sample_dir, tmp_path / "ds")
+    (root / "fear").symlink_to(target)
+    ds = load_dataset(root, TWO)
+    assert ds.layout == "folders" and ds.available == TWO
+    assert ds.warnings == (f"{why}: left out, or its photos would be trained under two labels",)
+    photos = _photos(root)
+    assert _by_class(ds) == {c: sorted(photos[c]) for c in TWO}  # each photo once, its own label
+    assert not ds.conflicts
+    with pytest.raises(DatasetError) as e:  # asked for by name, it is refused, saying why
+        load_dataset(root, ("happy", "fear"))
+    assert str(e.value).endswith(f"; {why.replace('/ is', '/ was left out: it is', 1)}")
+
+
+def test_a_class_folder_linking_to_another_class_leaves_that_class_untouched(
+    sample_dir: Path, tmp_path: Path
+):
+    root = _two_classes(sample_dir, tmp_path / "ds")
+    (root / "anger").symlink_to("happy")
+    ds = load_dataset(root, TWO, layout="folders")
+    assert len(ds.warnings) == 1 and ds.warnings[0].startswith("anger/ is a link to the same")
+    assert ds.listed == {"happy": 16, "sad": 16}
+
+
+def test_a_photo_reached_under_two_classes_through_a_link_or_hard_link_is_left_out_of_both(
+    sample_dir: Path, tmp_path: Path
+):
+    root = _two_classes(sample_dir, tmp_path / "ds")
+    sad = sorted((root / "sad" / "batch1").glob("*.jpg"))
+    (root / "happy" / "Linked_0001.jpg").symlink_to(root / "sad" / "batch1" / sad[0].name)
+    os.link(sad[1], root / "happy" / "batch1" / "Hardlinked_0001.jpg")
+    ds = load_dataset(root, TWO)
+    assert set(ds.conflicts.values()) == {TWO}
+    assert len(ds.conflicts) == 2
+    trained = {s.path.resolve() for s in ds.samples}
+    assert sad[0].resolve() not in trained and sad[1].resolve() not in trained
+    assert ds.listed == {"happy": 18, "sad": 16}
+
+
+def test_listing_class_folders_never_follows_a_link_loop(sample_dir: Path, tmp_path: Path):
+    root = _two_classes(sample_dir, tmp_path / "ds")
+    (root / "happy" / "batch1" / "up").symlink_to("../..")  # the dataset again, from inside
+    (root / "sad" / "again").symlink_to(".")
+    ds = load_dataset(root, TWO)
+    assert ds.listed == {"happy": 16, "sad": 16}
+    assert ds.warnings == (
+        "happy/batch1/up -> ../.. leads back to a folder above it or already searched: "
+        "not followed",
+        "sad/again -> . leads back to a folder above it or already searched: not followed",
+    )
 
 
 def test_unknown_class_is_refused_naming_the_classes_the_dataset_has(sample_dir: Path):

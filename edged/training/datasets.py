@@ -12,8 +12,10 @@ what a missing, unreadable or faceless image means. Label spellings are normalis
 from __future__ import annotations
 
 import csv
+import os
 import random
 import re
+import stat
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from edged.errors import DatasetError
+from edged.images import find_images, identity
 from edged.vision.model import WORKSHOP_CLASSES
 
 Layout = Literal["lists", "legend", "folders"]
@@ -28,10 +31,6 @@ Layout = Literal["lists", "legend", "folders"]
 # The workshop's five classes in its id order (0 anger, 1 happy, 2 sad, 3 neutral,
 # 4 surprise), so an edged model keeps the ids an old subscriber knows.
 DEFAULT_CLASSES: tuple[str, ...] = WORKSHOP_CLASSES
-
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-)
 
 _ALIASES = {
     "angry": "anger",
@@ -99,10 +98,6 @@ def person_folds(persons: Sequence[str], k: int, seed: int = 0) -> list[list[int
     return [sorted(f) for f in folds if f]
 
 
-def is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
 @dataclass(frozen=True, slots=True)
 class Sample:
     path: Path
@@ -115,7 +110,11 @@ class Dataset:
     """The samples of the requested classes, plus what the labels named but the disk lacks.
 
     ``listed`` counts every entry per class, found or not; ``missing`` holds the names
-    that do not exist; ``conflicts`` the images given two different classes (left out).
+    that do not exist; ``conflicts`` the images given two different classes (left out),
+    whatever the names they were given under (a link or hard link is the same image);
+    ``warnings`` what was left out of the layout and why (class folders that are links
+    to the dataset or to another class, folder links that loop), one line each, for
+    every reader of the dataset to report alike.
     """
 
     root: Path
@@ -127,6 +126,7 @@ class Dataset:
     conflicts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     available: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     @property
     def missing_count(self) -> int:
@@ -154,13 +154,89 @@ def _legend_file(root: Path) -> Path | None:
     return None
 
 
-def _class_folders(root: Path) -> dict[str, Path]:
-    """Class name → folder, for the ``folders`` layout: sub-folders holding images."""
-    out: dict[str, Path] = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if any(is_image_name(f) for f in d.rglob("*") if f.is_file()):
-            out.setdefault(normalize_label(d.name), d)
+@dataclass
+class ClassFolders:
+    """The ``folders`` layout: class name → folder and its images; what was left out."""
+
+    folders: dict[str, Path] = field(default_factory=dict)
+    images: dict[str, list[Path]] = field(default_factory=dict)
+    # Class name → why its folder is left out; the warnings, one line each.
+    left_out: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    loops: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _class_folders(root: Path) -> ClassFolders:
+    """Sub-folders holding images, each a class; a folder that is a link to the dataset
+    (or a folder above it) or that shares photos with another class folder is left out,
+    with a warning: its photos would be trained under two labels."""
+    candidates = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    left = _links_to_the_dataset(root, candidates)
+    found = {d: find_images(d) for d in candidates if d not in left}
+    left |= _links_to_another_class([d for d, f in found.items() if f.files])
+    out = ClassFolders()
+    for d in candidates:
+        name = normalize_label(d.name)
+        if d in left:
+            out.left_out.setdefault(name, left[d])
+            out.warnings.append(
+                f"{d.name}/ {left[d]}: left out, or its photos would be trained under two labels"
+            )
+        elif found[d].files and name not in out.folders:
+            out.folders[name] = d
+            out.images[name] = found[d].files
+            out.loops[name] = [
+                f"{link.relative_to(root)} -> {os.readlink(link)} leads back to a folder above it "
+                "or already searched: not followed"
+                for link in found[d].loops
+            ]
     return out
+
+
+def _arrow(link: Path) -> str:
+    return f"({link.name} -> {os.readlink(link)})"
+
+
+def _links_to_the_dataset(root: Path, candidates: list[Path]) -> dict[Path, str]:
+    """The folders that are links to the dataset itself or to a folder above it."""
+    real_root = root.resolve()
+    left: dict[Path, str] = {}
+    for d in candidates:
+        if d.is_symlink():
+            real = d.resolve()
+            if real == real_root:
+                left[d] = f"is a link to the dataset folder itself {_arrow(d)}"
+            elif real_root.is_relative_to(real):
+                left[d] = f"is a link to a folder that holds the dataset {_arrow(d)}"
+    return left
+
+
+def _links_to_another_class(classes: list[Path]) -> dict[Path, str]:
+    """The class folders that are links to the same folder as another class, into it or
+    to a folder holding it: of two such folders the link is left out (both if both are)."""
+    reals = {d: d.resolve() for d in classes}
+    left: dict[Path, str] = {}
+    for d in classes:
+        if not d.is_symlink():
+            continue
+        for other in classes:
+            if other == d or normalize_label(other.name) == normalize_label(d.name):
+                continue
+            why = _overlap(reals[d], reals[other], other.name)
+            if why:
+                left[d] = f"is a link {why} {_arrow(d)}"
+                break
+    return left
+
+
+def _overlap(mine: Path, other: Path, name: str) -> str | None:
+    if mine == other:
+        return f"to the same folder as {name}/"
+    if mine.is_relative_to(other):
+        return f"into {name}/"
+    if other.is_relative_to(mine):
+        return f"to a folder that holds {name}/"
+    return None
 
 
 def _legend_rows(path: Path) -> list[tuple[str, str]]:
@@ -208,7 +284,7 @@ def available_layouts(root: Path) -> dict[Layout, tuple[str, ...]]:
     legend = _legend_file(root)
     if legend is not None:
         found["legend"] = tuple(sorted({c for _, c in _legend_rows(legend)}))
-    folders = _class_folders(root)
+    folders = _class_folders(root).folders
     if found:  # images/ of the lists or legend layout is not a class
         folders.pop("images", None)
     if folders:
@@ -239,6 +315,7 @@ def choose_layout(root: Path, classes: tuple[str, ...], layout: str = "auto") ->
         raise DatasetError(
             f"unknown class {', '.join(repr(c) for c in unknown)}: {root} has "
             f"{', '.join(sorted(everywhere))}"
+            + _why_left_out(unknown, _class_folders(root).left_out)
         )
     raise DatasetError(
         f"no single layout of {root} has all of {', '.join(classes)} ({_describe(found)})"
@@ -271,88 +348,118 @@ def load_dataset(
         raise DatasetError(f"dataset {root} is not a folder")
     classes = tuple(normalize_label(c) for c in classes)
     chosen = choose_layout(root, classes, layout)
-    entries: dict[str, list[Path]]
-    sources: dict[str, str]
     if chosen == "lists":
-        files = _list_files(root)
-        offered = tuple(files)
-        _check_classes(root, chosen, classes, offered)
-        entries = {c: [root / "images" / n for n in _read_list(files[c])] for c in classes}
-        sources = {c: files[c].name for c in classes}
+        read = _read_lists(root, classes)
     elif chosen == "legend":
-        legend = _legend_file(root)
-        assert legend is not None
-        rows = _legend_rows(legend)
-        offered = tuple(sorted({c for _, c in rows}))
-        _check_classes(root, chosen, classes, offered)
-        entries = {c: [] for c in classes}
-        for name, cls in rows:
-            if cls in entries:
-                entries[cls].append(root / "images" / name)
-        sources = {c: str(legend.relative_to(root)) for c in classes}
+        read = _read_legend(root, classes)
     else:
-        folders = _class_folders(root)
-        offered = tuple(folders)
-        _check_classes(root, chosen, classes, offered)
-        entries = {
-            c: sorted(f for f in folders[c].rglob("*") if f.is_file() and is_image_name(f))
-            for c in classes
-        }
-        sources = {c: folders[c].name + "/" for c in classes}
-    return _assemble(
-        root=root,
-        layout=chosen,
-        classes=classes,
-        entries=entries,
+        read = _read_folders(root, classes)
+    return _assemble(root=root, layout=chosen, classes=classes, read=read)
+
+
+@dataclass
+class _Entries:
+    """What a layout names per class, before the disk is asked about any of it."""
+
+    entries: dict[str, list[Path]]
+    offered: tuple[str, ...]
+    sources: dict[str, str]
+    warnings: tuple[str, ...] = ()
+
+
+def _read_lists(root: Path, classes: tuple[str, ...]) -> _Entries:
+    files = _list_files(root)
+    _check_classes(root, "lists", classes, tuple(files))
+    return _Entries(
+        entries={c: [root / "images" / n for n in _read_list(files[c])] for c in classes},
+        offered=tuple(files),
+        sources={c: files[c].name for c in classes},
+    )
+
+
+def _read_legend(root: Path, classes: tuple[str, ...]) -> _Entries:
+    legend = _legend_file(root)
+    assert legend is not None
+    rows = _legend_rows(legend)
+    offered = tuple(sorted({c for _, c in rows}))
+    _check_classes(root, "legend", classes, offered)
+    entries: dict[str, list[Path]] = {c: [] for c in classes}
+    for name, cls in rows:
+        if cls in entries:
+            entries[cls].append(root / "images" / name)
+    return _Entries(entries, offered, {c: str(legend.relative_to(root)) for c in classes})
+
+
+def _read_folders(root: Path, classes: tuple[str, ...]) -> _Entries:
+    found = _class_folders(root)
+    offered = tuple(found.folders)
+    _check_classes(root, "folders", classes, offered, found.left_out)
+    loops = [line for c in classes for line in found.loops[c]]
+    return _Entries(
+        entries={c: found.images[c] for c in classes},
         offered=offered,
-        sources=sources,
+        sources={c: found.folders[c].name + "/" for c in classes},
+        warnings=(*found.warnings, *loops),
     )
 
 
 def _check_classes(
-    root: Path, layout: Layout, classes: tuple[str, ...], offered: tuple[str, ...]
+    root: Path,
+    layout: Layout,
+    classes: tuple[str, ...],
+    offered: tuple[str, ...],
+    left_out: dict[str, str] | None = None,
 ) -> None:
     unknown = [c for c in classes if c not in offered]
     if unknown:
         raise DatasetError(
             f"unknown class {', '.join(repr(c) for c in unknown)}: the {layout} layout of "
-            f"{root} has {', '.join(offered) or 'no classes'}"
+            f"{root} has {', '.join(offered) or 'no classes'}" + _why_left_out(unknown, left_out)
         )
 
 
-def _assemble(
-    *,
-    root: Path,
-    layout: Layout,
-    classes: tuple[str, ...],
-    entries: dict[str, list[Path]],
-    offered: tuple[str, ...],
-    sources: dict[str, str],
-) -> Dataset:
-    """Samples from the class entries: duplicates merged, contradicting labels left out."""
-    labels_of: dict[Path, set[str]] = {}
-    for cls, paths in entries.items():
+def _why_left_out(unknown: Sequence[str], left_out: dict[str, str] | None) -> str:
+    """``; fear/ was left out: it is a link to ...`` for requested classes whose folder was."""
+    why = [f"; {c}/ was left out: it {left_out[c]}" for c in unknown if left_out and c in left_out]
+    return "".join(why)
+
+
+# A file as `_assemble` knows it: its (device, inode), or its path when it does not exist.
+_Key = tuple[int, int] | Path
+
+
+def _assemble(*, root: Path, layout: Layout, classes: tuple[str, ...], read: _Entries) -> Dataset:
+    """Samples from the class entries: duplicates merged, contradicting labels left out.
+
+    An image is known by its file (device and inode), not its name: the same photo
+    reached through a link or a hard link under two classes is a contradiction too.
+    """
+    stats = {p: _stat(p) for paths in read.entries.values() for p in paths}
+    key: dict[Path, _Key] = {p: identity(st) if st else p for p, st in stats.items()}
+    labels_of: dict[_Key, set[str]] = {}
+    named: dict[_Key, Path] = {}
+    for cls, paths in read.entries.items():
         for p in paths:
-            labels_of.setdefault(p, set()).add(cls)
+            labels_of.setdefault(key[p], set()).add(cls)
+            named.setdefault(key[p], p)
     conflicts = {
-        str(p.relative_to(root)) if p.is_relative_to(root) else str(p): tuple(sorted(ls))
-        for p, ls in labels_of.items()
-        if len(ls) > 1
+        _shown(root, named[k]): tuple(sorted(ls)) for k, ls in labels_of.items() if len(ls) > 1
     }
     listed: dict[str, int] = {}
     missing: dict[str, list[str]] = {}
     samples: list[Sample] = []
     for cls in classes:
-        seen: set[Path] = set()
+        seen: set[_Key] = set()
         listed[cls] = 0
-        for p in entries[cls]:
-            if p in seen:
+        for p in read.entries[cls]:
+            if key[p] in seen:
                 continue
-            seen.add(p)
+            seen.add(key[p])
             listed[cls] += 1
-            if len(labels_of[p]) > 1:
+            if len(labels_of[key[p]]) > 1:
                 continue
-            if not p.is_file():
+            st = stats[p]
+            if st is None or not stat.S_ISREG(st.st_mode):
                 missing.setdefault(cls, []).append(p.name)
                 continue
             samples.append(Sample(p, cls, person_of(p)))
@@ -364,6 +471,18 @@ def _assemble(
         listed=listed,
         missing=missing,
         conflicts=conflicts,
-        available=offered,
-        sources=sources,
+        available=read.offered,
+        sources=read.sources,
+        warnings=read.warnings,
     )
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def _shown(root: Path, path: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
