@@ -6,6 +6,7 @@ import io
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 from conftest import CLASSES, sample_images
 from test_datasets import make_folders_dataset, make_legend_dataset
+from test_images import make_huge_png
 
 from edged.errors import DatasetError, EdgedError
 from edged.training import fitting
@@ -429,6 +431,97 @@ def test_help_explains_layouts_outputs_exit_codes_with_an_example():
         "atomically",
     ):
         assert words in r.stdout, words
+
+
+# --- links, huge images, a closed stdout ---------------------------------------------------
+
+
+def test_class_folders_linking_to_the_dataset_or_a_class_are_left_out_and_the_rest_trained(
+    sample_dir: Path, tmp_path: Path
+):
+    root = make_folders_dataset(sample_dir, tmp_path / "ds", {"happy": "happy", "sad": "sad"})
+    (root / "fear").symlink_to(".")
+    (root / "disgust").symlink_to("happy")
+    out = tmp_path / "trainer.yml"
+    r = edged_train(root, "-o", out, "--classes", "happy,sad")
+    assert r.returncode == 0, r.stderr
+    warnings = [x for x in r.stderr.splitlines() if x.startswith("edged-train: warning: ")]
+    assert warnings == [
+        "edged-train: warning: disgust/ is a link to the same folder as happy/ (disgust -> "
+        "happy): left out, or its photos would be trained under two labels",
+        "edged-train: warning: fear/ is a link to the dataset folder itself (fear -> .): left "
+        "out, or its photos would be trained under two labels",
+    ]
+    rows = {x.split()[0]: x.split()[1:] for x in r.stdout.splitlines()[1:4]}
+    assert rows["happy"][0] == rows["sad"][0] == "16"  # listed: each photo once
+    assert load_model(out).class_names() == ["happy", "sad"]
+    before = out.read_bytes()
+    refused = edged_train(root, "-o", out, "--classes", "happy,sad,fear", "-q")
+    assert_refused(refused, 65, "unknown class 'fear'", "fear/ was left out: it is a link to")
+    assert out.read_bytes() == before
+
+
+def test_an_image_above_the_pixel_limit_is_counted_unreadable_with_the_reason(tmp_path: Path):
+    huge = make_huge_png(tmp_path / "Huge_0001.png")
+    root = small_lists(
+        tmp_path / "ds",
+        {"happy": [*sample_images("happy", 4), huge], "sad": sample_images("sad", 4)},
+    )
+    out = tmp_path / "trainer.yml"
+    r = edged_train(root, "-o", out, "--classes", "happy,sad")
+    assert r.returncode == 0, r.stderr
+    assert (
+        "edged-train: warning: 1 images could not be read as pictures and were left out: "
+        "Huge_0001.png (12000x12000 is 144 megapixels, above the limit of 50 megapixels; "
+        "--max-pixels raises it)"
+    ) in r.stderr.splitlines()
+    happy_row = next(x.split() for x in r.stdout.splitlines() if x.startswith("happy"))
+    assert happy_row[1:5] == ["5", "0", "4", "1"]  # listed, missing, read, unreadable
+    small = edged_train(root, "-o", out, "--classes", "happy,sad", "--max-pixels", "100000", "-q")
+    assert_refused(
+        small,
+        65,
+        "none of the images could be read as a picture",
+        "350x350 is 0.122 megapixels, above the limit of 0.1 megapixels; --max-pixels raises it",
+    )
+
+
+def test_edged_train_piped_to_head_exits_quietly_with_141(sample_dir: Path, tmp_path: Path):
+    """head takes the table's first line and exits; the --eval report written seconds
+    later meets the closed pipe."""
+    cmd = shlex.join([*TRAIN, str(sample_dir), "-o", str(tmp_path / "t.yml"), "--eval"])
+    cmd += " " + shlex.join(["--folds", "2", "--eval-png", str(tmp_path / "c.png")])
+    err = tmp_path / "stderr"
+    r = subprocess.run(
+        ["bash", "-c", f'{cmd} 2>"$1" | head -1; exit "${{PIPESTATUS[0]}}"', "bash", str(err)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.stdout.split() == [
+        "class",
+        "listed",
+        "missing",
+        "read",
+        "unreadable",
+        "no",
+        "face",
+        "trained",
+    ]
+    # Progress and notes only: no traceback, no "Exception ignored ... BrokenPipeError".
+    assert all(
+        x.startswith(("edged-train: ", "finding faces: ", "evaluating: "))
+        for x in err.read_text().splitlines()
+    ), err.read_text()
+    assert "warning" not in err.read_text() and "error" not in err.read_text()
+    assert r.returncode == 141  # 128 + SIGPIPE, as a shell shows for a tool SIGPIPE ended
+
+
+def test_max_pixels_is_an_option_of_edged_train_checked_like_every_number():
+    assert "--max-pixels N" in edged_train("--help").stdout
+    r = edged_train("ds", "--max-pixels", "-5")
+    assert r.returncode == 2 and "'-5' must be in 1..1.07374e+09" in r.stderr
 
 
 # --- a full disk and a killed writer: the old model survives, nothing is left behind ------

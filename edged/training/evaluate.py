@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edged.images import DEFAULT_MAX_PIXELS
 from edged.training import fitting
 from edged.training.datasets import person_folds
 from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector, Gray
@@ -317,12 +318,14 @@ def edged_pipeline(
     fit_config: fitting.FitConfig | None = None,
     detector_config: DetectorConfig | None = None,
     faces: dict[Path, Gray | None] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[TrainFn, PredictFn]:
     """The (train, predict) pair for edged's own pipeline: image-mode detector, the
     shared `Preprocessor`, `fitting.fit`, and `ExpressionModel` scoring.
 
     Detected faces are cached per path inside the pair, so k folds detect each image once;
     ``faces`` seeds that cache (edged-train passes the faces it already extracted).
+    Images are read by `edged.images.read_image`: one above ``max_pixels`` has no face.
     """
     cfg = fit_config or fitting.FitConfig()
     detector = FaceDetector(detector_config or IMAGE_DETECTOR)
@@ -331,7 +334,7 @@ def edged_pipeline(
 
     def face_of(path: Path) -> Gray | None:
         if path not in cache:
-            cache[path] = fitting.extract_face(path, detector, pre)
+            cache[path] = fitting.extract_face(path, detector, pre, max_pixels)
         return cache[path]
 
     def train(items: Sequence[Labelled]) -> Trained:

@@ -21,12 +21,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edged.images import DEFAULT_MAX_PIXELS, ImageUnreadable, read_image
 from edged.training.datasets import person_folds
-from edged.vision.detector import FaceDetector, Gray, pixels, to_gray
+from edged.vision.detector import FaceDetector, Gray, to_gray
 from edged.vision.model import ExpressionModel, LBPHParams, ModelMeta
 from edged.vision.model_file import load_model, write_model
 from edged.vision.pipeline import largest_face
@@ -300,12 +300,19 @@ def _fit_scorer(
     return weights, bias
 
 
-def extract_face(path: Path | str, detector: FaceDetector, pre: Preprocessor) -> Gray | None:
-    """The largest face of an image file, prepared for LBPH (a copy); None if none is found."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
+def extract_face(
+    path: Path | str,
+    detector: FaceDetector,
+    pre: Preprocessor,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Gray | None:
+    """The largest face of an image file, prepared for LBPH (a copy); None if none is
+    found or the file is not read as an image (`edged.images.read_image`)."""
+    try:
+        image = read_image(Path(path), max_pixels)
+    except ImageUnreadable:
         return None
-    return largest_face(to_gray(pixels(image)), detector, pre)
+    return largest_face(to_gray(image), detector, pre)
 
 
 def to_model(fitted: FittedModel) -> ExpressionModel:

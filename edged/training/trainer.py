@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import cv2
-
 from edged.arguments import number
 from edged.errors import DatasetError, EdgedError, ExitStatus, run_guarded
+from edged.images import DEFAULT_MAX_PIXELS, ImageUnreadable, add_max_pixels_option, read_image
 from edged.training import fitting
 from edged.training.datasets import DEFAULT_CLASSES, Dataset, Sample, load_dataset, parse_classes
 from edged.training.evaluate import (
@@ -36,7 +35,6 @@ from edged.vision.detector import (
     DetectorConfig,
     FaceDetector,
     Gray,
-    pixels,
     to_gray,
 )
 from edged.vision.model import LBPHParams
@@ -72,6 +70,7 @@ class FaceSet:
     labels: list[int] = field(default_factory=list)
     persons: list[str] = field(default_factory=list)
     counts: dict[str, ClassCounts] = field(default_factory=dict)
+    # Per class: the unreadable images' names, with the reason when one is known.
     unreadable: dict[str, list[str]] = field(default_factory=dict)
     # Every readable sample's face (None: no face found), for --eval to reuse.
     by_path: dict[Path, Gray | None] = field(default_factory=dict)
@@ -139,8 +138,13 @@ def extract_faces(
     detector: FaceDetector,
     pre: Preprocessor,
     progress: Progress | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> FaceSet:
-    """The largest face of every readable image, prepared exactly as prediction prepares it."""
+    """The largest face of every readable image, prepared exactly as prediction prepares it.
+
+    Images are read with `read_image`: one above ``max_pixels`` is unreadable (from its
+    header, before decoding), and so is one OpenCV cannot decode, out of memory included.
+    """
     ids = {c: i for i, c in enumerate(dataset.classes)}
     out = FaceSet(dataset.classes)
     for c in dataset.classes:
@@ -149,13 +153,15 @@ def extract_faces(
         )
     for n, s in enumerate(dataset.samples, start=1):
         counts = out.counts[s.label]
-        image = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
-        if image is None:
+        try:
+            image = read_image(s.path, max_pixels)
+        except ImageUnreadable as e:
             counts.unreadable += 1
-            out.unreadable.setdefault(s.label, []).append(s.path.name)
+            name = s.path.name + (f" ({e.reason})" if e.reason else "")
+            out.unreadable.setdefault(s.label, []).append(name)
         else:
             out.readable.append(s)
-            face = largest_face(to_gray(pixels(image)), detector, pre)
+            face = largest_face(to_gray(image), detector, pre)
             out.by_path[s.path] = face
             if face is None:
                 counts.no_face += 1
@@ -268,6 +274,7 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = lambda _: None,
     stream: TextIO | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> TrainResult:
     """Train on ``dataset`` and write ``out``; raises before writing anything on bad input."""
     t0 = time.monotonic()
@@ -283,9 +290,20 @@ def train(
     det = FaceDetector(detector or IMAGE_DETECTOR)
     pre = Preprocessor(cfg.preprocess)
     bar = Progress("finding faces", len(dataset.samples), stream, enabled=progress)
-    faces = extract_faces(dataset, det, pre, bar)
+    faces = extract_faces(dataset, det, pre, bar, max_pixels)
     check_faces(faces)
     # Warnings only once training goes ahead: a refusal stays one line.
+    warn_left_out(dataset, faces, log)
+    classes = dict(enumerate(dataset.classes))
+    fitted = fitting.fit(faces.faces, faces.labels, classes, cfg, groups=faces.persons)
+    version = save(fitted, out)
+    return TrainResult(dataset, faces, fitted, version, time.monotonic() - t0)
+
+
+def warn_left_out(dataset: Dataset, faces: FaceSet, log: Callable[[str], None]) -> None:
+    """One warning line per kind of thing left out of training."""
+    for line in dataset.warnings:
+        log(line)
     if dataset.missing:
         log(f"skipping {dataset.missing_count} listed images that do not exist")
     if dataset.conflicts:
@@ -299,10 +317,6 @@ def train(
             f"{len(unreadable)} images could not be read as pictures and were left out: "
             + _examples(unreadable)
         )
-    classes = dict(enumerate(dataset.classes))
-    fitted = fitting.fit(faces.faces, faces.labels, classes, cfg, groups=faces.persons)
-    version = save(fitted, out)
-    return TrainResult(dataset, faces, fitted, version, time.monotonic() - t0)
 
 
 def check_folds(samples: Sequence[Sample], folds: int) -> None:
@@ -324,13 +338,14 @@ def evaluate(
     detector: DetectorConfig | None = None,
     progress: bool = True,
     stream: TextIO | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> EvalReport:
     """Person-grouped k-fold evaluation on the same images, reusing the detected faces."""
     items = result.faces.readable
     check_folds(items, folds)
     cfg = fitting.FitConfig(lbph=lbph or LBPHParams())
     train_fn, predict_fn = edged_pipeline(
-        cfg, detector or IMAGE_DETECTOR, faces=result.faces.by_path
+        cfg, detector or IMAGE_DETECTOR, faces=result.faces.by_path, max_pixels=max_pixels
     )
     bar = Progress("evaluating", folds, stream, enabled=progress)
     report = cross_validate(
@@ -436,6 +451,7 @@ def _dataset_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train without listed images that do not exist, instead of failing",
     )
+    add_max_pixels_option(p)
 
 
 def _lbph_arguments(g: argparse._ArgumentGroup) -> None:
@@ -512,7 +528,13 @@ def run(args: argparse.Namespace) -> int:
         check_folds(dataset.samples, args.folds)
     lbph = LBPHParams(args.radius, args.neighbors, args.grid_x, args.grid_y)
     result = train(
-        dataset, out, lbph=lbph, skip_missing=args.skip_missing, progress=not quiet, log=warn
+        dataset,
+        out,
+        lbph=lbph,
+        skip_missing=args.skip_missing,
+        progress=not quiet,
+        log=warn,
+        max_pixels=args.max_pixels,
     )
     if not quiet:
         print(format_table(result.faces.counts))
@@ -524,7 +546,9 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     if args.eval:
-        report = evaluate(result, folds=args.folds, lbph=lbph, progress=not quiet)
+        report = evaluate(
+            result, folds=args.folds, lbph=lbph, progress=not quiet, max_pixels=args.max_pixels
+        )
         print(format_report(report))
         print(format_confusion(report), flush=True)
         try:
