@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import resource
+import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import CLASSES, sample_images
+from conftest import CLASSES, SAMPLE, sample_images
+from test_images import make_huge_png
 
-from edged.commands.detect import plan
+from edged.commands.detect import OutputRefused, plan
 from edged.errors import EdgedError, InputMissing
 from edged.vision.detector import cascade_path
 from edged.vision.model import WORKSHOP_CLASSES
 
 
-def edged(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def edged(
+    *args: object,
+    env: dict[str, str] | None = None,
+    preexec: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "edged", *map(str, args)],
         capture_output=True,
@@ -27,6 +37,7 @@ def edged(*args: object, env: dict[str, str] | None = None) -> subprocess.Comple
         timeout=300,
         check=False,
         env=env,
+        preexec_fn=preexec,
     )
 
 
@@ -262,3 +273,225 @@ def test_output_never_overwrites_its_input_and_needs_a_writable_image_type(tmp_p
     with pytest.raises(InputMissing, match="holds no image files"):
         (tmp_path / "empty").mkdir()
         plan([tmp_path / "empty"], None)
+
+
+# --- an output that is, or may become, an input: refused before any work ---------------
+
+
+def _tree(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_output_folder_inside_an_input_folder_is_refused_and_its_old_copy_untouched(
+    sample_model: Path, tmp_path: Path
+):
+    # edged detect x.jpg d -o d/sub, with d/sub/x.jpg left by an earlier run: that copy is
+    # an input now (d is searched), and it was overwritten before being read.
+    x = tmp_path / "x.jpg"
+    shutil.copy(sample_images("happy", 1)[0], x)
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    shutil.copy(sample_images("sad", 1)[0], d / "y.jpg")
+    shutil.copy(sample_images("neutral", 1)[0], d / "sub" / "x.jpg")
+    before = _tree(tmp_path)
+    r = edged("detect", x, d, "-o", d / "sub", "--model", sample_model, "--json")
+    assert r.returncode == 2, r.stderr
+    assert r.stdout == ""
+    assert r.stderr.splitlines() == [
+        f"edged: error: refusing to overwrite the input {d / 'sub' / 'x.jpg'} with its "
+        f"annotated copy: {d / 'sub' / 'x.jpg'} is that file"
+    ]
+    assert _tree(tmp_path) == before
+    # Without the earlier copy the folder is still refused: its copies would be inputs next time.
+    (d / "sub" / "x.jpg").unlink()
+    r2 = edged("detect", x, d, "-o", d / "sub", "--model", sample_model, "--json")
+    assert r2.returncode == 2 and r2.stdout == ""
+    assert r2.stderr.splitlines() == [
+        f"edged: error: refusing to write {d / 'sub' / 'x.jpg'}: it is inside the input folder "
+        f"{d}, so the annotated copies would be read as inputs (now or next time); "
+        "give -o a place outside it"
+    ]
+    assert not (d / "sub" / "x.jpg").exists()
+
+
+def test_output_that_is_a_hard_link_to_the_input_is_refused_and_the_input_untouched(
+    sample_model: Path, tmp_path: Path
+):
+    a = tmp_path / "a.jpg"
+    shutil.copy(sample_images("happy", 1)[0], a)
+    os.link(a, tmp_path / "h.jpg")
+    before = a.read_bytes()
+    r = edged("detect", a, "-o", tmp_path / "h.jpg", "--model", sample_model)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        f"edged: error: refusing to overwrite the input {a} with its annotated copy: "
+        f"{tmp_path / 'h.jpg'} is that file by another name"
+    ]
+    assert a.read_bytes() == before
+
+
+def test_output_that_is_an_input_through_a_link_or_another_spelling_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    a = tmp_path / "a.jpg"
+    a.write_bytes(b"x")
+    (tmp_path / "link.jpg").symlink_to(a)
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        ([a], tmp_path / "link.jpg"),
+        ([tmp_path / "link.jpg"], a),
+        ([Path("./a.jpg")], Path("a.jpg")),
+        ([Path("a.jpg")], tmp_path / "not-yet" / ".." / "a.jpg"),
+    ]
+    for inputs, output in cases:
+        with pytest.raises(OutputRefused, match="refusing to overwrite the input"):
+            plan(inputs, output)
+
+
+def test_output_reached_from_an_input_folder_by_a_link_is_refused(tmp_path: Path):
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.jpg").write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    (d / "to-out").symlink_to(out)  # d is searched through this link: out's copies are inputs
+    with pytest.raises(OutputRefused, match=f"inside the input folder {re.escape(str(d))}"):
+        plan([d], out)
+    (tmp_path / "into-d").symlink_to(d / "sub")  # -o spelled as a link into the input folder
+    with pytest.raises(OutputRefused, match="inside the input folder"):
+        plan([d], tmp_path / "into-d")
+    with pytest.raises(OutputRefused, match="refusing to overwrite the input"):
+        plan([d], d)  # its copies would land on the inputs themselves
+    (d / "to-out").unlink()
+    assert plan([d], out)[0].output == out / "a.jpg"
+    assert plan([d / "a.jpg"], d / "b.jpg")[0].output == d / "b.jpg"  # a file, not a folder
+
+
+# --- closed stdout ------------------------------------------------------------------------
+
+
+def test_detect_json_piped_to_head_exits_quietly_with_141(sample_model: Path, tmp_path: Path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for p in sorted((SAMPLE / "images").glob("*.jpg"))[:40]:
+        (folder / p.name).symlink_to(p)
+    cmd = shlex.join([sys.executable, "-m", "edged", "detect", str(folder)])
+    cmd += " " + shlex.join(["--model", str(sample_model), "--json"])
+    err = tmp_path / "stderr"
+    r = subprocess.run(
+        ["bash", "-c", f'{cmd} 2>"$1" | head -1; exit "${{PIPESTATUS[0]}}"', "bash", str(err)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert err.read_text() == ""  # no traceback, no "Exception ignored ... BrokenPipeError"
+    assert r.returncode == 141  # 128 + SIGPIPE, as a shell shows for a tool SIGPIPE ended
+    (line,) = r.stdout.splitlines()
+    assert json.loads(line)["image"].startswith(str(folder))
+
+
+# --- a 12000x12000 PNG under a memory limit ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def huge_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_huge_png(tmp_path_factory.mktemp("huge") / "huge.png")
+
+
+PEAK = """\
+import sys
+from edged.cli import main
+code = main(sys.argv[1:])
+status = open("/proc/self/status").read()
+print(next(l for l in status.splitlines() if l.startswith("VmPeak")), file=sys.stderr)
+raise SystemExit(code)
+"""
+
+
+def _address_space(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child, before it runs: what ulimit -v does
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmPeak from /proc")
+def test_a_12000x12000_png_under_a_memory_limit_is_one_error_line_and_the_rest_are_done(
+    huge_png: Path, sample_model: Path
+):
+    good = sample_images("happy", 2)
+    model = ["--model", str(sample_model), "--json"]
+    # What a normal run needs here (threads and libraries differ between machines), plus
+    # room to spare; the 12000x12000 picture alone decodes to 432 MB.
+    probe = subprocess.run(
+        [sys.executable, "-c", PEAK, "detect", *map(str, good), *model],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    peak = int(re.search(r"VmPeak:\s+(\d+) kB", probe.stderr).group(1)) * 1024
+    limited = _address_space(peak + (256 << 20))
+    normal = edged("detect", *good, *model, preexec=limited)
+    assert normal.returncode == 0, normal.stderr
+    for extra, why in [
+        (
+            [],
+            "12000x12000 is 144 megapixels, above the limit of 50 megapixels; --max-pixels "
+            "raises it",
+        ),
+        (["--max-pixels", "200000000"], "out of memory decoding 12000x12000"),
+    ]:
+        r = edged("detect", good[0], huge_png, good[1], *model, *extra, preexec=limited)
+        assert r.returncode == 65, r.stderr
+        assert "Traceback" not in r.stderr
+        first, huge, last = json_lines(r.stdout)
+        assert huge == {
+            "image": str(huge_png),
+            "error": f"{huge_png} cannot be read as an image: {why}",
+        }
+        assert first["image"] == str(good[0]) and first["faces"]
+        assert last["image"] == str(good[1]) and last["faces"]
+        assert "1 of 3 images could not be read" in r.stderr
+
+
+# --- annotated copies are written whole or not at all ------------------------------------
+
+
+def test_an_annotated_copy_that_cannot_be_written_fails_alone_and_leaves_no_partial_file(
+    sample_model: Path, tmp_path: Path
+):
+    small, big = tmp_path / "small.png", tmp_path / "noise.png"
+    cv2.imwrite(str(small), cv2.imread(str(sample_images("happy", 1)[0])))
+    cv2.imwrite(str(big), np.random.default_rng(1).integers(0, 256, (1500, 1500, 3), np.uint8))
+    # Every file the child writes must stay under the limit but the big annotated copy
+    # (the model is read through a file too): the small copy fits, the big one cannot.
+    limit = 2 * max(small.stat().st_size, sample_model.stat().st_size)
+    assert big.stat().st_size > limit
+
+    def file_size_limit() -> None:  # in the child: a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "out"
+    r = edged(
+        "detect", small, big, "-o", out, "--model", sample_model, "--json", preexec=file_size_limit
+    )
+    assert r.returncode == 1, r.stderr
+    done, failed = json_lines(r.stdout)
+    assert done["image"] == str(small) and done["output"] == str(out / "small.png")
+    assert failed == {
+        "image": str(big),
+        "error": f"cannot write {out / 'noise.png'}: File too large",
+    }
+    assert "1 of 2 annotated copies could not be written" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["small.png"]  # no partial file, no temp file
+    assert cv2.imread(str(out / "small.png")).shape == cv2.imread(str(small)).shape
+
+
+def test_max_pixels_is_documented_and_checked_like_every_number():
+    r = edged("detect", "--help")
+    text = " ".join(r.stdout.split())
+    assert "--max-pixels N" in text and "default: 50000000, 50 megapixels" in text
+    bad = edged("detect", "x.jpg", "--max-pixels", "0")
+    assert bad.returncode == 2 and "'0' must be in 1..1.07374e+09" in bad.stderr

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import cv2
 
 from edged.arguments import number
+from edged.atomic import write_atomic
 from edged.errors import EdgedError, ExitStatus, InputMissing
+from edged.images import ImageUnreadable, add_max_pixels_option, find_images, identity, read_image
 from edged.settings import load_settings
-from edged.training.datasets import is_image_name, normalize_label
-from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector, Image, pixels
+from edged.training.datasets import normalize_label
+from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector, Image
 from edged.vision.draw import draw_faces
 from edged.vision.model import WORKSHOP_CLASSES, ExpressionModel
 from edged.vision.model_file import load_model
@@ -39,21 +42,29 @@ EPILOG = f"""\
 {textwrap.fill(CONFIDENCE_HELP, 88)}
 
 inputs: image files and folders (searched recursively for .jpg, .png, .bmp, .webp, .tif,
-  ...). With one input, -o is the annotated file to write (or a folder to write it
-  into: an existing one, or a name without an extension); with several, -o is a
-  folder and each picture keeps its name (and its path below a folder given as
-  input). Without -o nothing is written.
+  ...; folder links followed, loops not). With one input, -o is the annotated file to
+  write (or a folder to write it into: an existing one, or a name without an
+  extension); with several, -o is a folder and each picture keeps its name (and its
+  path below a folder given as input). Without -o nothing is written. An -o that is
+  an input by any name (a link, a hard link, ./x.jpg) or lies inside a folder given
+  as input (its pictures would be read as inputs next time) is refused before any
+  work. Annotated copies are written atomically: all of the picture or none of it.
+  An image of more than --max-pixels (from its header, before decoding) or that
+  cannot be decoded (out of memory included) is unreadable; the others are done.
 output: a line per image on stdout, or with --json one JSON object per image:
   {{"image": "...", "width": W, "height": H, "faces": [{{"expression": "happy",
   "confidence": 0.71, "distance": 48.2, "box": [x, y, w, h]}}], "output": "...",
-  "model_version": "..."}}; an image that cannot be read gets {{"image": ..., "error": ...}}.
+  "model_version": "..."}}; an image that cannot be read, or whose annotated copy
+  cannot be written, gets {{"image": ..., "error": ...}}.
 workshop models: a trainer.yml written by the workshop's own code has no class names
   inside; its ids are read as --labels (or model.labels in the configuration), by
   default the workshop's {", ".join(f"{i} {n}" for i, n in enumerate(WORKSHOP_CLASSES))}.
 
 exit status: 0 all images done; 65 some image could not be read (the others are still
-  done); 66 an input or the model file is missing or unusable; 2 bad command line;
-  78 bad configuration.
+  done); 1 some annotated copy could not be written, e.g. a full disk (the others are
+  still done; this wins over 65); 66 an input or the model file is missing or
+  unusable; 2 bad command line, including an -o refused as above; 78 bad
+  configuration; 141 stdout was closed early (| head): the rest is skipped quietly.
 
 examples:
   edged detect elon.jpg -o elon-labelled.jpg
@@ -111,6 +122,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="smallest face as a fraction of the shorter image side (default "
         f"{IMAGE_DETECTOR.min_size}; lower it for group photos)",
     )
+    add_max_pixels_option(p)
     p.set_defaults(func=run)
 
 
@@ -122,47 +134,77 @@ class Job:
     output: Path | None
 
 
+class OutputRefused(EdgedError):
+    """An -o that cannot be used as asked (it would overwrite or become an input, two
+    images would share it, no image type): a bad command line, exit 2, before any work."""
+
+
+@dataclass
+class Inputs:
+    """The images to label (with their names below -o) and what they are on disk."""
+
+    pairs: list[tuple[Path, Path]] = field(default_factory=list)
+    # (device, inode) of every input file, and of every folder searched for them,
+    # each with the input it came from.
+    files: dict[tuple[int, int], Path] = field(default_factory=dict)
+    folders: dict[tuple[int, int], Path] = field(default_factory=dict)
+
+
 def plan(inputs: list[Path], output: Path | None) -> list[Job]:
     """Expand folders and map every image to its output file; fail before any work.
 
-    Raises `InputMissing` for paths that do not exist, `EdgedError` when two
-    images would be written to one file or an output would overwrite its input.
+    Raises `InputMissing` for paths that do not exist, `OutputRefused` when two images
+    would be written to one file or an output is, or may become, an input.
     """
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise InputMissing(f"no such file or folder: {', '.join(missing[:3])}{more}")
-    pairs = _expand(inputs)
+    found = _expand(inputs)
     if output is None:
-        return [Job(src, None) for src, _ in pairs]
+        return [Job(src, None) for src, _ in found.pairs]
     single = len(inputs) == 1 and not inputs[0].is_dir()
     # A name without an extension cannot be an image file: take it as a folder to create.
     if single and not output.is_dir() and output.suffix:
-        jobs = [Job(pairs[0][0], output)]
+        jobs = [Job(found.pairs[0][0], output)]
     else:
         if output.exists() and not output.is_dir():
-            raise EdgedError(f"-o {output} must be a folder when several images are given")
-        jobs = [Job(src, output / rel) for src, rel in pairs]
-    _check_outputs(jobs)
+            raise OutputRefused(f"-o {output} must be a folder when several images are given")
+        jobs = [Job(src, output / rel) for src, rel in found.pairs]
+    _check_outputs(jobs, found)
     return jobs
 
 
-def _expand(inputs: list[Path]) -> list[tuple[Path, Path]]:
-    """(image, its name below the output folder) for every input, folders expanded."""
-    pairs: list[tuple[Path, Path]] = []
+def _expand(inputs: list[Path]) -> Inputs:
+    """Every input image, folders expanded, and the identity of each file and folder."""
+    found = Inputs()
     for p in inputs:
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f))
-            if not found:
+            listing = find_images(p)
+            if not listing.files:
                 raise InputMissing(f"folder {p} holds no image files")
-            pairs.extend((f, f.relative_to(p)) for f in found)
+            found.pairs.extend((f, f.relative_to(p)) for f in listing.files)
+            for key in listing.folders:
+                found.folders.setdefault(key, p)
         else:
-            pairs.append((p, Path(p.name)))
-    return pairs
+            found.pairs.append((p, Path(p.name)))
+    for src, _ in found.pairs:
+        file = _identity(src)
+        if file is not None:
+            found.files.setdefault(file, src)
+    return found
 
 
-def _check_outputs(jobs: list[Job]) -> None:
-    """Every output is an image type OpenCV writes, not an input, and not shared."""
+def _identity(path: Path | str) -> tuple[int, int] | None:
+    try:
+        return identity(os.stat(path))
+    except OSError:
+        return None
+
+
+def _check_outputs(jobs: list[Job], found: Inputs) -> None:
+    """Every output is an image type OpenCV writes, not an input by any name, outside
+    every folder given as input, and not shared."""
     seen: dict[Path, Path] = {}
     writable: dict[str, bool] = {}
     for j in jobs:
@@ -171,19 +213,39 @@ def _check_outputs(jobs: list[Job]) -> None:
         if ext not in writable:
             writable[ext] = bool(ext) and cv2.haveImageWriter(f"x{ext}")
         if not writable[ext]:
-            raise EdgedError(
+            raise OutputRefused(
                 f"cannot write {j.output}: OpenCV writes .jpg, .png, .bmp, .webp or .tif, "
                 f"not {ext or 'files without an extension'}"
             )
+        _refuse_an_input(j.output, found)
         key = j.output.resolve()
-        if key == j.source.resolve():
-            raise EdgedError(f"refusing to overwrite the input {j.source} with its annotated copy")
         if key in seen:
-            raise EdgedError(
+            raise OutputRefused(
                 f"{seen[key]} and {j.source} would both be written to {j.output}; "
                 "give them in separate calls or rename one"
             )
         seen[key] = j.source
+
+
+def _refuse_an_input(output: Path, found: Inputs) -> None:
+    """Refuse an output that is an input (the same file: a link, a hard link, another
+    spelling) or lies inside a folder searched for inputs (it would become one)."""
+    real = Path(os.path.realpath(output))  # links followed, "sub/.." gone, even if absent
+    same = found.files.get(_identity(real) or (-1, -1))
+    if same is not None:
+        what = "" if same == output else " by another name"
+        raise OutputRefused(
+            f"refusing to overwrite the input {same} with its annotated copy: {output} is "
+            f"that file{what}"
+        )
+    for folder in real.parents:
+        source = found.folders.get(_identity(folder) or (-1, -1))
+        if source is not None:
+            raise OutputRefused(
+                f"refusing to write {output}: it is inside the input folder {source}, so the "
+                "annotated copies would be read as inputs (now or next time); "
+                "give -o a place outside it"
+            )
 
 
 def result_json(job: Job, shape: tuple[int, ...], result: FrameResult) -> dict[str, Any]:
@@ -239,7 +301,11 @@ def open_model(
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    jobs = plan(list(args.images), args.output)  # InputMissing: exit 66
+    try:
+        jobs = plan(list(args.images), args.output)  # InputMissing: exit 66
+    except OutputRefused as e:
+        print(f"edged: error: {e}", file=err)
+        return ExitStatus.USAGE
     settings = load_settings(args.config)
     model_path: Path = args.model or settings.model.path
     labels = args.labels or settings.model.labels
@@ -250,45 +316,77 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             cfg.scale_factor, cfg.min_neighbors, args.min_size, cfg.max_width, cfg.pad
         )
     pipeline = Pipeline(FaceDetector(cfg), max_faces=args.max_faces)
-    failed = 0
-    for job in jobs:
-        if not _detect_one(job, pipeline, model, as_json=args.json, out=out, err=err):
-            failed += 1
-    if failed:
-        print(f"edged detect: {failed} of {len(jobs)} images could not be read", file=err)
-        return ExitStatus.DATAERR
-    return ExitStatus.OK
+    outcomes = [
+        _detect_one(
+            job, pipeline, model, as_json=args.json, max_pixels=args.max_pixels, out=out, err=err
+        )
+        for job in jobs
+    ]
+    return _summary(outcomes, err)
+
+
+Outcome = Literal["done", "unreadable", "unwritten"]
+
+
+def _summary(outcomes: list[Outcome], err: TextIO) -> int:
+    unreadable, unwritten = outcomes.count("unreadable"), outcomes.count("unwritten")
+    if unreadable:
+        print(f"edged detect: {unreadable} of {len(outcomes)} images could not be read", file=err)
+    if unwritten:
+        print(
+            f"edged detect: {unwritten} of {len(outcomes)} annotated copies could not be written",
+            file=err,
+        )
+        return ExitStatus.ERROR
+    return ExitStatus.DATAERR if unreadable else ExitStatus.OK
 
 
 def _detect_one(
-    job: Job, pipeline: Pipeline, model: ExpressionModel, *, as_json: bool, out: TextIO, err: TextIO
-) -> bool:
-    """Label one image: print its result, write its annotated copy; False if unreadable."""
-    raw = cv2.imread(str(job.source), cv2.IMREAD_COLOR)
-    if raw is None:
-        msg = f"{job.source} cannot be read as an image"
-        if as_json:
-            print(json.dumps({"image": str(job.source), "error": msg}), file=out, flush=True)
-        print(f"edged detect: {msg}", file=err, flush=True)
-        return False
-    image = pixels(raw)
+    job: Job,
+    pipeline: Pipeline,
+    model: ExpressionModel,
+    *,
+    as_json: bool,
+    max_pixels: int,
+    out: TextIO,
+    err: TextIO,
+) -> Outcome:
+    """Label one image: print its result, write its annotated copy."""
+    try:
+        image = read_image(job.source, max_pixels)
+    except ImageUnreadable as e:
+        _failed(job, str(e), as_json=as_json, out=out, err=err)
+        return "unreadable"
     result = pipeline.process(image, model)
     if job.output is not None:
-        _write_annotated(job.output, image, result)
+        try:
+            _write_annotated(job.output, image, result)
+        except OSError as e:
+            msg = f"cannot write {job.output}: {e.strerror or e}"
+            _failed(job, msg, as_json=as_json, out=out, err=err)
+            return "unwritten"
     if as_json:
         print(json.dumps(result_json(job, image.shape, result)), file=out, flush=True)
     else:
         print(result_text(job, result), file=out, flush=True)
-    return True
+    return "done"
+
+
+def _failed(job: Job, msg: str, *, as_json: bool, out: TextIO, err: TextIO) -> None:
+    if as_json:
+        print(json.dumps({"image": str(job.source), "error": msg}), file=out, flush=True)
+    print(f"edged detect: {msg}", file=err, flush=True)
 
 
 def _write_annotated(path: Path, image: Image, result: FrameResult) -> None:
-    """The picture with every face's box and caption drawn on it (``image`` is drawn on)."""
+    """The picture with every face's box and caption drawn on it (``image`` is drawn on),
+    written atomically: a full disk leaves no truncated picture. Raises `OSError`."""
     draw_faces(image, result.faces)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        ok = cv2.imwrite(str(path), image)
+        ok, encoded = cv2.imencode(path.suffix, image)
     except cv2.error:
         ok = False
     if not ok:
-        raise EdgedError(f"cannot write {path} (unknown image extension or no permission)")
+        raise OSError(f"OpenCV cannot encode a {path.suffix} picture")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, encoded.tobytes())
