@@ -388,8 +388,11 @@ class names: anger, happy, neutral, sad, surprise, disgust, fear, contempt, or t
   1 happy, 2 sad, 3 neutral, 4 surprise).
 
 bad input: a listed file that does not exist is an error (naming the first few) unless
-  --skip-missing; an image that cannot be decoded, or shows no face, is left out and
-  counted in the table; a class left with no face is an error. On every error the
+  --skip-missing; an image that cannot be decoded (out of memory included), that is
+  above --max-pixels (read from its header, before decoding), or that shows no face is
+  left out and counted in the table; a class left with no face is an error. A class
+  folder that is a link to the dataset, a folder above it or another class is left out
+  with a warning, and so is a photo reached under two classes. On every error the
   existing model file is left untouched. The model is written atomically: a daemon
   reading it sees the old file or the new one, never half of one.
 
@@ -399,7 +402,8 @@ outputs: the model file (-o, default trainer.yml) with the class names inside; a
 
 exit status: 0 trained; 2 bad command line; 65 unusable dataset (missing folder or
   files, unknown class, a class without faces); 66 OpenCV's face cascade is missing;
-  1 the model cannot be written; 70 a bug (please report it).
+  1 the model cannot be written; 70 a bug (please report it); 141 stdout was closed
+  early (| head): the rest is skipped quietly.
 
 example:
   edged-train ~/facial_expressions -o trainer.yml --eval
