@@ -189,6 +189,8 @@ def _strerror(e: OSError) -> str:
 
 
 def _decode(path: Path, data: bytes, size: HeaderSize | None) -> Image:
+    if not data:
+        raise ImageUnreadable(path, "the file is empty")
     what = f" {size.width}x{size.height}" if size else ""
     try:
         mat = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

@@ -249,12 +249,17 @@ def test_a_damaged_or_truncated_header_is_unreadable_with_the_format_named(
     assert str(e.value) == f"{path} cannot be read as an image: {why}"
 
 
-def test_a_file_that_is_no_image_is_unreadable_without_a_reason(tmp_path: Path):
+def test_a_file_that_is_no_image_is_unreadable_without_a_reason_and_an_empty_one_says_so(
+    tmp_path: Path,
+):
     path = tmp_path / "notes.jpg"
     path.write_text("not a picture")
     with pytest.raises(ImageUnreadable) as e:
         read_image(path)
     assert str(e.value) == f"{path} cannot be read as an image" and e.value.reason is None
+    path.write_bytes(b"")
+    with pytest.raises(ImageUnreadable, match=r"cannot be read as an image: the file is empty$"):
+        read_image(path)
 
 
 # --- only regular files ------------------------------------------------------------------
