@@ -93,6 +93,19 @@ class ModelSettings(Section):
         "trainer.yml). Default: the workshop's anger, happy, sad, neutral, surprise.",
     )
     poll_interval: float = Field(1.0, gt=0, description="How often to check the file (s).")
+    max_size_mb: float = Field(
+        160.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Refuse a model file bigger than this, unread (MB of 1,000,000 bytes). "
+        "The workshop's own text models are 60-150 MB, edged's a few MB; raise it only for "
+        "a bigger model you trust (it costs memory and load time).",
+    )
+
+    @property
+    def max_bytes(self) -> int:
+        """``max_size_mb`` in bytes, as `load_model` and `ModelStore` take it."""
+        return int(self.max_size_mb * 1_000_000)
 
 
 class LoopSettings(Section):
@@ -230,16 +243,34 @@ class HomeAssistantSettings(Section):
     )
 
 
+def _config_text(path: Path, data: bytes) -> str:
+    """The file's text: UTF-8, as TOML requires (a leading BOM, as some editors add, is
+    dropped); anything else is a `ConfigError` naming the file and the first bad byte."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - data.rfind(b"\n", 0, e.start)
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {data[e.start]:#04x} on line {line}, "
+            f"column {column}: saved as Latin-1 or UTF-16?); save it as UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise ConfigError(f"config file {path} is not UTF-8 text (it holds NUL bytes: UTF-16?)")
+    return text.removeprefix("\ufeff")
+
+
 def _toml_source(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        return tomllib.loads(_config_text(path, data))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
 

@@ -145,6 +145,41 @@ def test_config_check_exits_78_naming_the_bad_field(tmp_path, capsys, clean_env)
     assert "greater than or equal to 0" in err
 
 
+@pytest.mark.parametrize(
+    ("encoded", "why"),
+    [
+        ('[camera]\nsource = "caf\xe9.avi"\n'.encode("latin-1"), "byte 0xe9 on line 2, column 14"),
+        ("[loop]\nfps = 4\n".encode("utf-16"), "byte 0xff on line 1, column 1"),
+        ("[loop]\nfps = 4\n".encode("utf-16-le"), "NUL bytes"),
+    ],
+    ids=["latin-1", "utf-16", "utf-16-without-bom"],
+)
+def test_a_config_file_that_is_not_utf8_exits_78_naming_the_file(
+    tmp_path, capsys, clean_env, encoded, why
+):
+    """Used to end in a UnicodeDecodeError traceback (exit 70)."""
+    cfg = tmp_path / "edged.toml"
+    cfg.write_bytes(encoded)
+    assert cli.main(["config", "check", "--config", str(cfg)]) == 78
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"edged: error: config file {cfg} is not UTF-8 text")
+    assert why in err[0]
+
+
+def test_a_utf8_config_file_with_a_bom_is_read(tmp_path, clean_env):
+    cfg = tmp_path / "edged.toml"
+    cfg.write_bytes("\ufeff[loop]\nfps = 4\n".encode())
+    assert load_settings(cfg).loop.fps == 4
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "inf", "nan"])
+def test_model_max_size_mb_must_be_a_positive_finite_number(tmp_path, clean_env, value):
+    cfg = write(tmp_path, f"[model]\nmax_size_mb = {value}\n")
+    with pytest.raises(ConfigError, match=r"model\.max_size_mb"):
+        load_settings(cfg)
+
+
 def test_config_example_prints_the_documented_file(capsys):
     assert cli.main(["config", "example"]) == 0
     assert capsys.readouterr().out == example_toml()
