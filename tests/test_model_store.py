@@ -11,6 +11,7 @@ import os
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -198,7 +199,7 @@ def test_bad_file_is_not_reread_every_poll(live, store_factory, monkeypatch) -> 
 
     calls = []
     real = ms.load_model
-    monkeypatch.setattr(ms, "load_model", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(ms, "load_model", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     store = store_factory(live, start=False)
     put_atomically(b"garbage", live)
     for _ in range(6):
@@ -352,3 +353,58 @@ def test_stopped_stores_leave_no_open_pipes(live) -> None:
         store.stop()
         del store
     assert len(list(fds.iterdir())) <= before
+
+
+def test_a_fifo_at_the_model_path_is_refused_and_later_models_still_load(
+    live, models, store_factory
+) -> None:
+    """A FIFO used to block the loading thread for good: no later model, no SIGHUP."""
+    store = store_factory(live)
+    good = store.current
+    fifo = live.with_name("fifo")
+    os.mkfifo(fifo)
+    os.replace(fifo, live)
+    until(lambda: store.status.failures >= 1)
+    assert store.current is good
+    assert f"{live} is a FIFO, not a model file" in store.status.error
+    store.request_reload()  # SIGHUP: the thread is free to carry it out
+    until(lambda: store.status.failures >= 2)
+    put_atomically(models[1], live)
+    until(lambda: store.status.version == version(models[1]))
+    assert store.status.error is None
+    store.request_reload()
+    until(lambda: store.status.reloads >= 2)
+    assert store.status.version == version(models[1])
+
+
+def test_a_model_over_the_configured_size_is_refused_and_the_old_one_kept(
+    live, models, store_factory
+) -> None:
+    store = store_factory(live, start=False, max_bytes=models[0].stat().st_size)
+    good = store.current
+    assert good is not None
+    bigger = models[0].read_bytes() + b"\n" * 10
+    put_atomically(bigger, live)
+    status = store.poll_once()
+    assert store.current is good
+    assert "above model.max_size_mb" in status.error
+
+
+def test_the_memory_of_a_swapped_out_model_is_given_back_once_the_loop_lets_go(
+    live, models, store_factory, monkeypatch
+) -> None:
+    """malloc_trim runs after the old model is gone, not while a frame still uses it."""
+    import edged.daemon.model_store as ms
+
+    store = store_factory(live, start=False)
+    old = store.current  # the frame loop, mid-frame, holds the old model
+    gone = weakref.ref(old)
+    trims: list[bool] = []  # for each trim: was the old model still alive?
+    monkeypatch.setattr(ms, "release_memory", lambda: trims.append(gone() is not None))
+    put_atomically(models[1], live)
+    store.poll_once()
+    assert store.current is not old
+    assert trims == []  # not yet: the old model is still in use
+    del old  # the frame ends
+    store.poll_once()
+    assert trims == [False]  # given back, with the old model gone

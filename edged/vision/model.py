@@ -111,10 +111,10 @@ class ExpressionModel:
         self.version = version
         self.source = source
         labels = np.asarray(recognizer.getLabels(), dtype=np.int64).ravel()
-        self.class_ids = np.array(sorted(set(labels.tolist())), dtype=np.int64)
-        # Per-class min over the collector's results, in sample order, with no Python loop.
-        index = {c: i for i, c in enumerate(self.class_ids.tolist())}
-        self._sample_class = np.array([index[int(v)] for v in labels], dtype=np.int64)
+        self.class_ids = np.unique(labels)
+        # Per-class min over the collector's results, in sample order, with no Python loop
+        # (here either: a workshop model holds thousands of samples).
+        self._sample_class = np.searchsorted(self.class_ids, labels).astype(np.int64)
         self._class_min = np.empty(len(self.class_ids), np.float64)
         self._names = [self.classes.get(int(c), str(int(c))) for c in self.class_ids]
         self._collector = cv2.face.StandardCollector.create()

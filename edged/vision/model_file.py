@@ -9,11 +9,15 @@ from __future__ import annotations
 import errno
 import hashlib
 import math
+import mmap
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+import re
+import stat
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -32,124 +36,524 @@ from edged.vision.model import (
 from edged.vision.preprocess import RAW_CROP, PreprocessConfig, is_equalize
 
 
-def file_version(data: bytes) -> str:
+def file_version(data: bytes | mmap.mmap) -> str:
     """A short content hash: the same file always has the same version."""
     return hashlib.sha256(data).hexdigest()[:12]
 
 
-def _matrix(node: cv2.FileNode, key: str) -> npt.NDArray[np.float64] | None:
-    """The matrix stored under ``key`` (as float64, the scorer's type), or None."""
-    child = node.getNode(key)
-    return None if child.empty() else np.asarray(child.mat(), np.float64)
+# -- reading: every field checked before a model can replace the working one -------------
+
+# model.max_size_mb's default (settings.py): the workshop's own text models (60-150 MB)
+# load, anything bigger is refused before a byte of it is read.
+MAX_MODEL_BYTES = 160_000_000
+# Bounds that keep a model cheap to load and to classify with; no real model is near them.
+LBPH_BOUNDS = {"radius": (1, 8), "neighbors": (1, 12), "grid_x": (1, 32), "grid_y": (1, 32)}
+MAX_FACE_PX = 256  # preprocess.size: a 6000 px face took 611 ms to classify
+MAX_HISTOGRAMS = 100_000
+MAX_NAME_CHARS = 100
+MARGIN_RANGE = (-0.4, 1.0)
+_HEAD = 1 << 16  # the bytes that tell text from base64 histograms (the first one starts early)
+_INT32_MAX = 2**31 - 1
+_CHUNK = 8 << 20  # copy in 8 MB reads: the GIL is released for each, never held long
+# Opening never blocks (a FIFO), never makes the file our terminal; the descriptor is ours.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+# A matrix as OpenCV's FileNode.mat() gives it (None for an empty one).
+Stored = npt.NDArray[np.integer[Any] | np.floating[Any]]
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
-def _read_meta(node: cv2.FileNode) -> ModelMeta | None:
-    if node.empty():
-        return None
-    pre = node.getNode("preprocess")
+def _check_kind(path: Path, mode: int) -> None:
+    """Only a regular file is a model: a FIFO would block, a device never end (/dev/zero)."""
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    link = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
+    raise ModelError(f"model file {path}{link} is {kind}, not a model file")
 
-    def num(n: cv2.FileNode, key: str, default: float) -> float:
-        v = n.getNode(key)
-        return default if v.empty() else v.real()
 
-    equalize = pre.getNode("equalize").string() or "none"
-    if not is_equalize(equalize):
-        raise ModelError(f"unknown equalize {equalize!r} in model")
-    weights = _matrix(node, "weights")
-    bias = _matrix(node, "bias")
-    if (weights is None) != (bias is None) or (weights is not None and weights.ndim != 2):
-        raise ModelError("model scorer is incomplete (weights and bias go together)")
-    return ModelMeta(
-        weights=weights,
-        bias=None if bias is None else bias.ravel(),
-        preprocess=PreprocessConfig(
-            size=int(num(pre, "size", 0)), margin=num(pre, "margin", 0.0), equalize=equalize
-        ),
-        temperature=num(node, "temperature", 10.0),
-        calibrated=bool(num(node, "calibrated", 0)),
-        format=int(num(node, "format", MODEL_FORMAT)),
-        trained_images=int(num(node, "trained_images", 0)),
+def _check_size(path: Path, size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise ModelError(
+            f"model file {path} is {size / 1e6:.1f} MB, above model.max_size_mb = "
+            f"{max_bytes / 1e6:g}; raise it if this is really your model"
+        )
+
+
+def _open_error(path: Path, e: OSError) -> ModelError:
+    if isinstance(e, FileNotFoundError):
+        return ModelError(f"model file {path} does not exist")
+    return ModelError(f"cannot open model file {path}: {e.strerror or e}")
+
+
+def _open_regular(path: Path, max_bytes: int) -> tuple[int, int]:
+    """A descriptor on ``path`` and its size, or `ModelError`: a regular file within the limit.
+
+    Checked before opening (a device is never opened: opening some has effects) and again
+    on the descriptor, which is what is read (the path may have been replaced meanwhile).
+    """
+    try:
+        _check_kind(path, os.stat(path).st_mode)
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as e:
+        raise _open_error(path, e) from None
+    try:
+        st = os.fstat(fd)
+        _check_kind(path, st.st_mode)
+        _check_size(path, st.st_size, max_bytes)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+def _scratch() -> int:
+    """A private file in memory (an unlinked temp file where memfd is not available)."""
+    try:
+        return os.memfd_create("edged-model", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        with tempfile.TemporaryFile() as f:
+            return os.dup(f.fileno())
+
+
+def _snapshot(path: Path, fd: int, size: int) -> int:
+    """A private copy of exactly ``size`` bytes of ``fd``: what is hashed and parsed can no
+    longer change under us, and a file growing meanwhile is not read past its size."""
+    mem = _scratch()
+    done = 0
+    try:
+        while done < size:
+            chunk = os.pread(fd, min(_CHUNK, size - done), done)
+            if not chunk:
+                raise ModelError(f"model file {path} is truncated (it shrank while being read)")
+            os.write(mem, chunk)
+            done += len(chunk)
+    except OSError as e:
+        os.close(mem)
+        raise ModelError(f"cannot read model file {path}: {e.strerror or e}") from None
+    except BaseException:
+        os.close(mem)
+        raise
+    return mem
+
+
+# OpenCV's base64 reader (YAML "!!binary", XML type_id="binary", JSON "$base64$") spins
+# forever on a block whose 24-byte header names no element type ("", "5"): such blocks are
+# refused before OpenCV sees the file. Only the layouts OpenCV itself writes are read; any
+# other spelling of a base64 marker is refused, so none reaches the reader unchecked.
+_SCAN = 1 << 20  # search 1 MB at a time: the GIL is held ~0.5 ms per search
+_B64_HEADER = 32  # base64 characters of the 24-byte header
+# The header's characters as each reader takes them: plain ASCII on one row (a stricter
+# reading than OpenCV's, so a block it reads differently is refused, never passed).
+_YAML_ROW = rb"[ ]{0,200}([^\x00-\x20#\x7f-\xff][\x20-\x7e]{31})"
+_XML_ROW = rb"[ \t\r\n]{0,200}([^\x00-\x20<\x7f-\xff][\x20-\x3b\x3d-\x7e]{31})"
+_B64_LAYOUTS = (
+    (b"!!", re.compile(rb"[ ]{1,80}\|[ ]{0,80}\r?\n" + _YAML_ROW)),  # YAML
+    (b'type_id="', re.compile(rb'">' + _XML_ROW)),  # XML
+    (b"type_id='", re.compile(rb"'>" + _XML_ROW)),
+)
+_JSON_B64 = re.compile(rb'\$base64\$([^\x00-\x1f",\]}\x7f-\xff]{32})')
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_B64_VALUE = {c: v for v, c in enumerate(_B64_ALPHABET)}  # anything else is 0, as in OpenCV
+_ELEMENT_TYPES = frozenset(b"ucwsifdh")
+
+
+def base64_header_problem(chars: bytes) -> str | None:
+    """What makes a base64 block's header unreadable (OpenCV would never finish), or None."""
+    if len(chars) < _B64_HEADER:
+        return "is cut short"
+    header = bytearray()
+    for i in range(0, _B64_HEADER, 4):
+        d, c, b, a = (_B64_VALUE.get(x, 0) for x in chars[i : i + 4])
+        header += bytes(((d << 2 | c >> 4) & 255, (c << 4 | b >> 2) & 255, (b << 6 | a) & 255))
+    fmt = re.split(rb"[\x00\t\n\v\f\r ]", bytes(header), maxsplit=1)[0]
+    if not _ELEMENT_TYPES.intersection(fmt):
+        return f"has a header that names no element type ({fmt!r})"
+    return None
+
+
+def _find_all(view: mmap.mmap, marker: bytes) -> Iterator[int]:
+    """Every offset of ``marker``, found 1 MB at a time."""
+    start, end = 0, len(view)
+    while start < end:
+        at = view.find(marker, start, min(end, start + _SCAN + len(marker)))
+        if at < 0:
+            start += _SCAN
+            continue
+        yield at
+        start = at + 1
+
+
+def _base64_header(view: mmap.mmap, at: int) -> bytes | None:
+    """The header characters of the base64 block whose marker "binary" is at ``at``; None
+    where the word is no marker (a name); `ValueError` for a layout OpenCV does not write."""
+    before = view[max(0, at - 9) : at]
+    for prefix, layout in _B64_LAYOUTS:
+        if before.endswith(prefix):
+            match = layout.match(view, at + len(b"binary"))
+            if match is None:
+                raise ValueError("a base64 block in a layout edged does not read")
+            return match.group(1)
+    if before[-1:] in (b"!", b"^", b":", b'"', b"'"):  # a YAML tag or XML attribute, spelt oddly
+        raise ValueError("a base64 block in a layout edged does not read")
+    return None
+
+
+def _check_base64(path: Path, view: mmap.mmap) -> None:
+    """Refuse, before OpenCV parses the file, any base64 block its reader would spin on."""
+    blocks: list[tuple[int, bytes | None]] = []
+    try:
+        blocks += [(at, _base64_header(view, at)) for at in _find_all(view, b"binary")]
+    except ValueError as e:
+        raise ModelError(f"model file {path} holds {e}") from None
+    for at in _find_all(view, b"$base64$"):
+        match = _JSON_B64.match(view, at)
+        blocks.append((at, match.group(1) if match else b""))
+    for at, chars in blocks:
+        problem = None if chars is None else base64_header_problem(chars)
+        if problem:
+            raise ModelError(f"model file {path}: the base64 block at byte {at} {problem}")
+
+
+def _digest(path: Path, mem: int, size: int) -> tuple[str, bytes]:
+    """The version (content hash) and the first bytes, once the file is known to be one
+    OpenCV's parser finishes; `ModelError` for an empty file."""
+    if size == 0:
+        raise ModelError(f"model file {path} is empty")
+    with mmap.mmap(mem, size, prot=mmap.PROT_READ) as view:
+        version, head = file_version(view), view[:_HEAD]
+        _check_base64(path, view)
+    if size <= _HEAD and not head.strip():
+        raise ModelError(f"model file {path} is empty")
+    return version, head
+
+
+def _problem(path: Path, field: str, value: object, why: str) -> ModelError:
+    return ModelError(f"model file {path}: {field} = {value}: {why}")
+
+
+def _child(path: Path, node: cv2.FileNode, field: str) -> cv2.FileNode:
+    """``node``'s child for the last part of the dotted ``field``; missing: truncated."""
+    child = node.getNode(field.rsplit(".", 1)[-1])
+    if child.empty():
+        raise ModelError(f"model file {path} is truncated or incomplete: {field} is missing")
+    return child
+
+
+def _shown(node: cv2.FileNode) -> str:
+    if node.isString():
+        return repr(node.string())
+    if node.isInt() or node.isReal():
+        return f"{node.real():g}"
+    return "a list" if node.isSeq() else "a map" if node.isMap() else "nothing"
+
+
+def _int(path: Path, node: cv2.FileNode, field: str, low: int, high: int) -> int:
+    """A whole number within [low, high]."""
+    child = _child(path, node, field)
+    if not child.isInt():
+        raise _problem(path, field, _shown(child), "not a whole number")
+    value = int(child.real())
+    if not low <= value <= high:
+        raise _problem(path, field, value, f"must be {low} to {high}")
+    return value
+
+
+def _real(path: Path, node: cv2.FileNode, field: str) -> float:
+    """A finite number."""
+    child = _child(path, node, field)
+    if not (child.isInt() or child.isReal()):
+        raise _problem(path, field, _shown(child), "not a number")
+    value = float(child.real())
+    if not math.isfinite(value):
+        raise _problem(path, field, value, "not a finite number")
+    return value
+
+
+def _as_map(path: Path, node: cv2.FileNode, field: str) -> cv2.FileNode:
+    if not node.isMap():
+        raise _problem(path, field, _shown(node), "not a map")
+    return node
+
+
+def histogram_problem(h: Stored | None, size: int) -> str | None:
+    """What is wrong with one stored LBPH histogram (``size`` values), or None."""
+    if h is None or h.size == 0:
+        return "is empty"
+    if h.dtype != np.float32:
+        return f"holds {h.dtype} values, not float32"
+    if h.shape != (1, size):
+        return f"has shape {' x '.join(map(str, h.shape))}, not 1 x {size} (LBPH's parameters)"
+    if not np.isfinite(h).all():
+        return "holds NaN or infinite values"
+    if (h < 0).any():
+        return "holds negative values"
+    return None
+
+
+def labels_problem(raw: Stored | None, count: int) -> str | None:
+    """What is wrong with LBPH's labels for ``count`` histograms, or None."""
+    if raw is None or raw.size == 0:
+        return "is empty"
+    if raw.dtype != np.int32:
+        return f"holds {raw.dtype} values, not whole numbers (int32)"
+    if raw.ndim != 2 or 1 not in raw.shape:
+        return f"has shape {' x '.join(map(str, raw.shape))}, not a single column"
+    if raw.size != count:
+        return f"has {raw.size} labels for {count} histograms (one each)"
+    if (raw < 0).any():
+        return "holds negative labels"
+    return None
+
+
+def scorer_problem(m: Stored | None, shape: tuple[int, int]) -> str | None:
+    """What is wrong with the scorer's weights (``shape``) or bias (``(1, k)``), or None."""
+    if m is None or m.size == 0:
+        return "is empty"
+    if not (np.issubdtype(m.dtype, np.floating) or np.issubdtype(m.dtype, np.integer)):
+        return f"holds {m.dtype} values, not numbers"
+    n, k = shape
+    fits = m.shape == shape if n != 1 else (m.ndim == 2 and 1 in m.shape and m.size == k)
+    if not fits:
+        return f"has shape {' x '.join(map(str, m.shape))}, not {n} x {k}"
+    if not np.isfinite(m).all():
+        return "holds NaN or infinite values"
+    return None
+
+
+def name_problem(name: str) -> str | None:
+    """What is wrong with a class name stored in the file (it reaches logs and MQTT), or None."""
+    if len(name) > MAX_NAME_CHARS:
+        return f"is longer than {MAX_NAME_CHARS} characters"
+    if not name.isprintable():
+        return "holds control characters"
+    return None
+
+
+def _read_params(path: Path, lbph: cv2.FileNode) -> LBPHParams:
+    where = "opencv_lbphfaces."
+    return LBPHParams(
+        *(_int(path, lbph, where + key, lo, hi) for key, (lo, hi) in LBPH_BOUNDS.items())
     )
 
 
-def _read_meta_of(data: bytes, fd_path: str) -> ModelMeta | None:
-    """The ``edged`` node of a model file's bytes.
+def _check_histograms(path: Path, seq: cv2.FileNode, params: LBPHParams) -> int:
+    """The number of histograms, once each is known to be one LBPH can compare with."""
+    if not seq.isSeq() or seq.size() == 0:
+        raise ModelError(f"model file {path} holds no LBPH histograms (truncated or not a model)")
+    count = seq.size()
+    if count > MAX_HISTOGRAMS:
+        field = "opencv_lbphfaces.histograms"
+        raise ModelError(f"model file {path}: {field} holds {count} (at most {MAX_HISTOGRAMS})")
+    for i in range(count):
+        # One at a time: a workshop file's ~90 MB of histograms are never all in Python.
+        problem = histogram_problem(seq.at(i).mat(), params.histogram_size)
+        if problem:
+            raise ModelError(f"model file {path}: opencv_lbphfaces.histograms[{i}] {problem}")
+    return count
 
-    In our YAML it is the last top-level node, after the histograms: parse only that
-    tail, not the whole file a second time (that would double the load time).
-    """
-    if data.startswith(b"%YAML"):
-        at = data.rfind(b"\nedged:")
-        if at < 0:
-            return None
-        tail = "%YAML:1.0\n---\n" + data[at + 1 :].decode("utf-8", "replace")
-        fs = cv2.FileStorage(tail, cv2.FILE_STORAGE_READ | cv2.FILE_STORAGE_MEMORY)
-    else:  # XML or JSON written by other tools: parse it all
-        fs = cv2.FileStorage(fd_path, cv2.FILE_STORAGE_READ)
+
+def _read_labels(path: Path, lbph: cv2.FileNode, count: int) -> npt.NDArray[np.int64]:
+    field = "opencv_lbphfaces.labels"
+    raw = _child(path, lbph, field).mat()
+    problem = labels_problem(raw, count)
+    if problem:
+        raise ModelError(f"model file {path}: {field} {problem}")
+    return np.asarray(raw, np.int64).ravel()
+
+
+def _read_names(path: Path, lbph: cv2.FileNode) -> dict[int, str]:
+    """The class names stored by edged (LBPH's labelsInfo); the first of a label counts."""
+    seq = lbph.getNode("labelsInfo")
+    if seq.empty():
+        return {}
+    if not seq.isSeq():
+        raise _problem(path, "opencv_lbphfaces.labelsInfo", _shown(seq), "not a list")
+    names: dict[int, str] = {}
+    for i in range(seq.size()):
+        where = f"opencv_lbphfaces.labelsInfo[{i}]"
+        item = _as_map(path, seq.at(i), where)
+        label = _int(path, item, f"{where}.label", 0, _INT32_MAX)
+        value = _child(path, item, f"{where}.value")
+        if not value.isString():
+            raise _problem(path, f"{where}.value", _shown(value), "not a name")
+        problem = name_problem(value.string())
+        if problem:
+            raise ModelError(f"model file {path}: {where}.value {problem}")
+        names.setdefault(label, value.string())
+    return names
+
+
+def _read_format(path: Path, node: cv2.FileNode) -> int:
+    value = _int(path, node, "edged.format", -_INT32_MAX, _INT32_MAX)
+    if value > MODEL_FORMAT:
+        raise ModelError(
+            f"model file {path} was written by a newer edged (edged.format = {value}; this "
+            f"edged reads format {MODEL_FORMAT}): upgrade edged, or train the model again"
+        )
+    if value != MODEL_FORMAT:
+        raise _problem(path, "edged.format", value, f"unknown (this edged reads {MODEL_FORMAT})")
+    return value
+
+
+def _read_preprocess(path: Path, node: cv2.FileNode, params: LBPHParams) -> PreprocessConfig:
+    pre = _as_map(path, _child(path, node, "edged.preprocess"), "edged.preprocess")
+    size = _int(path, pre, "edged.preprocess.size", -_INT32_MAX, _INT32_MAX)
+    smallest = 2 * params.radius + max(params.grid_x, params.grid_y)
+    if size != 0 and not smallest <= size <= MAX_FACE_PX:
+        why = "too small for LBPH" if size < smallest else "too big to classify quickly"
+        raise _problem(
+            path, "edged.preprocess.size", size, f"{why} (0, or {smallest} to {MAX_FACE_PX} px)"
+        )
+    margin = _real(path, pre, "edged.preprocess.margin")
+    low, high = MARGIN_RANGE
+    if not low <= margin <= high:
+        raise _problem(path, "edged.preprocess.margin", margin, f"must be {low:g} to {high:g}")
+    equalize = _child(path, pre, "edged.preprocess.equalize")
+    name = equalize.string() if equalize.isString() else ""
+    if not is_equalize(name):
+        raise _problem(path, "edged.preprocess.equalize", _shown(equalize), "unknown")
+    return PreprocessConfig(size=size, margin=margin, equalize=name)
+
+
+def _read_scorer(
+    path: Path, node: cv2.FileNode, count: int, classes: int
+) -> tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None]:
+    """The linear scorer's weights (one row per histogram, one column per class) and bias."""
+    w, b = node.getNode("weights"), node.getNode("bias")
+    if w.empty() and b.empty():
+        return None, None
+    if w.empty() or b.empty():
+        missing = "edged.weights" if w.empty() else "edged.bias"
+        raise ModelError(f"model file {path} is truncated or incomplete: {missing} is missing")
+    out = []
+    for field, m, shape in (
+        ("edged.weights", w.mat(), (count, classes)),
+        ("edged.bias", b.mat(), (1, classes)),
+    ):
+        problem = scorer_problem(m, shape)
+        if problem:
+            raise ModelError(f"model file {path}: {field} {problem}")
+        out.append(np.asarray(m, np.float64))
+    return out[0], out[1].ravel()
+
+
+def _read_meta(
+    path: Path, node: cv2.FileNode, params: LBPHParams, labels: npt.NDArray[np.int64]
+) -> ModelMeta:
+    """Edged's node, every field checked (``trained_images`` is written last: a file cut
+    before it is reported as truncated)."""
+    node = _as_map(path, node, "edged")
+    fmt = _read_format(path, node)
+    trained = _int(path, node, "edged.trained_images", 1, _INT32_MAX)
+    pre = _read_preprocess(path, node, params)
+    temperature = _real(path, node, "edged.temperature")
+    if temperature <= 0:
+        raise _problem(path, "edged.temperature", temperature, "must be above 0")
+    calibrated = _int(path, node, "edged.calibrated", 0, 1)
+    weights, bias = _read_scorer(path, node, len(labels), len(np.unique(labels)))
+    return ModelMeta(
+        preprocess=pre,
+        temperature=temperature,
+        calibrated=bool(calibrated),
+        format=fmt,
+        trained_images=trained,
+        weights=weights,
+        bias=bias,
+    )
+
+
+@dataclass(frozen=True)
+class _Contents:
+    """What a model file holds, every part of it checked."""
+
+    recognizer: cv2.face.LBPHFaceRecognizer
+    params: LBPHParams
+    labels: npt.NDArray[np.int64]
+    names: dict[int, str]
+    meta: ModelMeta | None  # None: no edged node (a workshop file)
+
+
+def _read_storage(path: Path, fs: cv2.FileStorage) -> _Contents:
+    """Check the parsed file's nodes, then let LBPH read its own (no second parse)."""
+    lbph = fs.getNode("opencv_lbphfaces")
+    if not lbph.isMap():
+        raise ModelError(f"model file {path} holds no LBPH model (truncated or not a model)")
+    params = _read_params(path, lbph)
+    count = _check_histograms(path, lbph.getNode("histograms"), params)
+    labels = _read_labels(path, lbph, count)
+    names = _read_names(path, lbph)
+    node = fs.getNode("edged")
+    meta = None if node.empty() else _read_meta(path, node, params, labels)
+    recognizer = params.create()
+    cv2.Algorithm.read(recognizer, lbph)  # LBPH's own reader, on the nodes checked above
+    if LBPHParams.of(recognizer) != params or np.asarray(recognizer.getLabels()).size != count:
+        raise ModelError(f"model file {path} is not read back by LBPH as it was checked")
+    return _Contents(recognizer, params, labels, names, meta)
+
+
+def _corrupt(path: Path, e: BaseException) -> ModelError:
+    if isinstance(e, MemoryError):
+        return ModelError(f"model file {path} does not fit in memory")
+    text = str(e).strip()
+    detail = text.splitlines()[-1] if text else type(e).__name__
+    return ModelError(f"model file {path} is corrupt or truncated ({detail})")
+
+
+# What OpenCV's parser and its Python conversions raise for bytes that are not a model.
+_PARSE_ERRORS = (cv2.error, ValueError, TypeError, OverflowError, SystemError, MemoryError)
+
+
+def _parse(path: Path, mem: int) -> _Contents:
+    """Parse the private copy once: OpenCV reads it without holding the GIL."""
     try:
-        return _read_meta(fs.getNode("edged"))
+        fs = cv2.FileStorage(f"/proc/self/fd/{mem}", cv2.FILE_STORAGE_READ)
+    except _PARSE_ERRORS as e:
+        raise _corrupt(path, e) from None
+    try:
+        if not fs.isOpened():
+            raise ModelError(f"model file {path} is not a model (not YAML, XML or JSON)")
+        return _read_storage(path, fs)
+    except _PARSE_ERRORS as e:
+        raise _corrupt(path, e) from None
     finally:
         fs.release()
 
 
-def _read_file(path: Path) -> tuple[bytes, cv2.face.LBPHFaceRecognizer, ModelMeta | None]:
-    """The file's bytes, LBPH's part of it, and edged's node (None: not ours)."""
+def _read_file(path: Path, max_bytes: int) -> tuple[str, bytes, _Contents]:
+    """The file's version, its first bytes and its checked contents.
+
+    The frame loop runs meanwhile: no step holds the GIL for long (bytes are copied, hashed
+    and parsed by the kernel, hashlib and OpenCV, which release it; Python sees at most
+    one histogram at a time).
+    """
+    fd, size = _open_regular(path, max_bytes)
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise ModelError(f"model file {path} does not exist") from None
-    except OSError as e:
-        raise ModelError(f"cannot open model file {path}: {e.strerror}") from None
-    try:
-        # Read through the open descriptor: a writer renaming a new file into place
-        # meanwhile cannot mix two versions into one load.
-        fd_path = f"/proc/self/fd/{fd}"
-        with open(fd_path, "rb") as f:
-            data = f.read()
-        if not data.strip():
-            raise ModelError(f"model file {path} is empty")
-        recognizer = cv2.face.LBPHFaceRecognizer.create()
-        try:
-            os.lseek(fd, 0, os.SEEK_SET)
-            recognizer.read(fd_path)
-            meta = _read_meta_of(data, fd_path)
-        except cv2.error as e:
-            detail = str(e).strip().splitlines()[-1] if str(e).strip() else "parse error"
-            raise ModelError(f"model file {path} is corrupt or truncated ({detail})") from None
+        mem = _snapshot(path, fd, size)
     finally:
         os.close(fd)
-    return data, recognizer, meta
-
-
-def _check_histograms(path: Path, recognizer: cv2.face.LBPHFaceRecognizer) -> npt.NDArray[np.int64]:
-    """The labels, once the histograms are known to be complete and of LBPH's size."""
-    hists = recognizer.getHistograms()
-    raw_labels = recognizer.getLabels()
-    if not hists or raw_labels is None:
-        raise ModelError(f"model file {path} holds no LBPH histograms (truncated or not a model)")
-    label_arr = np.asarray(raw_labels, np.int64).ravel()
-    if len(label_arr) != len(hists):
-        raise ModelError(
-            f"model file {path} is inconsistent: {len(hists)} histograms, {len(label_arr)} labels"
-        )
-    params = LBPHParams.of(recognizer)
-    if any(h.size != params.histogram_size for h in hists):
-        raise ModelError(f"model file {path} has histograms of the wrong size (truncated?)")
-    return label_arr
+    try:
+        version, head = _digest(path, mem, size)
+        return version, head, _parse(path, mem)
+    finally:
+        os.close(mem)
 
 
 Source = Literal["edged", "workshop", "labelled"]
 
 
 def _meta_and_source(
-    path: Path, data: bytes, meta: ModelMeta | None, named: bool
+    path: Path, head: bytes, meta: ModelMeta | None, named: bool
 ) -> tuple[ModelMeta, Source]:
     """Edged's metadata, or the workshop's raw-crop defaults for a file without it."""
     if meta is not None:
-        if meta.trained_images <= 0:
-            raise ModelError(f"model file {path} is truncated (its edged section is incomplete)")
         return meta, "edged"
-    if b"!!binary" in data:
+    if b"!!binary" in head:
         # Only write_model stores base64 histograms, and it always adds the edged node:
         # without it, this is one of our files cut short (in its labelsInfo), not a
         # workshop file, and loading it would use the wrong preprocessing and names.
@@ -157,31 +561,24 @@ def _meta_and_source(
     return ModelMeta(preprocess=RAW_CROP), "labelled" if named else "workshop"
 
 
-def _check_preprocess(path: Path, pre: PreprocessConfig, params: LBPHParams) -> None:
-    if pre.size < 0 or 0 < pre.size < 2 * params.radius + max(params.grid_x, params.grid_y):
-        raise ModelError(f"model file {path} asks for {pre.size} px faces: too small for LBPH")
-    if not -0.4 <= pre.margin <= 1.0:
-        raise ModelError(f"model file {path} has an unusable crop margin {pre.margin}")
-
-
-def load_model(path: Path | str, labels: Sequence[str] | None = None) -> ExpressionModel:
+def load_model(
+    path: Path | str, labels: Sequence[str] | None = None, *, max_bytes: int = MAX_MODEL_BYTES
+) -> ExpressionModel:
     """Load and validate a ``trainer.yml``: edged's own, or one the workshop code wrote.
 
-    A workshop file has no class names inside: they come from ``labels`` (id order),
-    or default to the workshop's ids. Raises `ModelError` for a missing, truncated or
-    inconsistent file; never returns a half-read model.
+    The one gate a model passes before it is used: only a regular file of at most
+    ``max_bytes``, every field of it checked, and a face classified. For any file it
+    returns a model or raises `ModelError`, never blocks. A workshop file has no class
+    names inside: they come from ``labels`` (id order), or default to the workshop's ids.
     """
     path = Path(path)
-    data, recognizer, found = _read_file(path)
-    label_arr = _check_histograms(path, recognizer)
-    ids = sorted(set(int(v) for v in label_arr))
-    inside = {i: recognizer.getLabelInfo(i) for i in ids if recognizer.getLabelInfo(i)}
-    meta, source = _meta_and_source(path, data, found, bool(inside))
+    version, head, contents = _read_file(path, max_bytes)
+    ids = np.unique(contents.labels).tolist()
+    inside = {i: contents.names[i] for i in ids if contents.names.get(i)}
+    meta, source = _meta_and_source(path, head, contents.meta, bool(inside))
     names = list(labels) if labels else list(WORKSHOP_CLASSES)
     classes = {i: inside.get(i) or (names[i] if 0 <= i < len(names) else str(i)) for i in ids}
-    params = LBPHParams.of(recognizer)
-    _check_preprocess(path, meta.preprocess, params)
-    model = ExpressionModel(recognizer, classes, meta, file_version(data), source)
+    model = ExpressionModel(contents.recognizer, classes, meta, version, source)
     _self_test(model, path)
     return model
 
@@ -198,6 +595,8 @@ def _self_test(model: ExpressionModel, path: Path) -> None:
         raise ModelError(f"model file {path} cannot classify a face ({detail})") from None
     if not math.isfinite(p.confidence) or not 0.0 <= p.confidence <= 1.0:
         raise ModelError(f"model file {path} gives no usable confidence (scorer is broken)")
+    if not math.isfinite(p.distance):
+        raise ModelError(f"model file {path} gives no usable distance (histograms are broken)")
 
 
 def _write_lbph(
