@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench import capture, frames, soak
+from bench import capture, frames, reload, soak
 from bench.workshop import Workshop, workshop_pipeline
 from edged.training import fitting
 from edged.training.datasets import load_dataset, person_of
@@ -515,6 +515,7 @@ def run(args: argparse.Namespace) -> int:
     time_empty(res, ws, model, 4, args.clip)
     sizes = [s for s in args.sizes if not args.quick or s <= 1000]
     time_classify(res, sizes, wset, eset, samples, 2 if args.quick else 6)
+    res.rows += [Row(**r) for r in reload.rows(reload.measure(20.0 if args.quick else 150.0))]
     if args.folds:
         accuracy(res, faces, args.folds)
     load1 = os.getloadavg()
@@ -585,13 +586,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", type=Path, help="raw timings as JSON")
     soak.register(sub)
+    reload.register(sub)
     capture.register(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.cmd in ("soak", "capture"):
+    if args.cmd in ("soak", "capture", "reload"):
         return args.func(args)
     return run(args)
 
