@@ -164,21 +164,23 @@ def measure(mb: float = 150.0) -> Result:
         cmd += ["--fps", f"{FPS:g}", "--model", str(live), "--no-mqtt", "--stdout"]
         cmd += ["--stats-interval", "1", "--log-level", "warning"]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the daemon of this tree
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=work, env=env)
-        d = Daemon(proc)
-        threading.Thread(target=d.read, daemon=True).start()
-        try:
-            d.wait_for("stats", 3)  # warmed up
-            rss_before = steady_rss(proc.pid)
-            note(f"daemon running, RSS {rss_before:.0f} MB; hot-loading the workshop model")
-            ws = hot_load(d, workshop, live)
-            note(f"loaded in {ws.load_s:.1f} s; back to the edged model")
-            ed = hot_load(d, edged, live)
-            d.wait_for("stats", len(d.of("stats")) + 2)  # a poll: memory given back by then
-            rss_after = steady_rss(proc.pid)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=work, env=env) as proc:
+            d = Daemon(proc)
+            reader = threading.Thread(target=d.read, daemon=True)
+            reader.start()
+            try:
+                d.wait_for("stats", 3)  # warmed up
+                rss_before = steady_rss(proc.pid)
+                note(f"daemon running, RSS {rss_before:.0f} MB; hot-loading the workshop model")
+                ws = hot_load(d, workshop, live)
+                note(f"loaded in {ws.load_s:.1f} s; back to the edged model")
+                ed = hot_load(d, edged, live)
+                d.wait_for("stats", len(d.of("stats")) + 2)  # a poll: memory given back
+                rss_after = steady_rss(proc.pid)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+                reader.join(5)
     return Result(ws, ed, rss_before, rss_after)
 
 

@@ -128,11 +128,12 @@ def _snapshot(path: Path, fd: int, size: int) -> int:
     done = 0
     try:
         while done < size:
-            chunk = os.pread(fd, min(_CHUNK, size - done), done)
+            chunk = memoryview(os.pread(fd, min(_CHUNK, size - done), done))
             if not chunk:
                 raise ModelError(f"model file {path} is truncated (it shrank while being read)")
-            os.write(mem, chunk)
             done += len(chunk)
+            while chunk:
+                chunk = chunk[os.write(mem, chunk) :]
     except OSError as e:
         os.close(mem)
         raise ModelError(f"cannot read model file {path}: {e.strerror or e}") from None
