@@ -510,3 +510,24 @@ def test_a_swapped_out_big_model_gives_its_memory_back(tmp_path: Path):
     base, loaded, after = map(float, out.stdout.split())
     assert loaded > base + 20  # the big model was really in memory
     assert after < base + 15, json.dumps({"base": base, "loaded": loaded, "after": after})
+
+
+def test_the_configured_size_limit_reaches_edged_detect_and_the_daemon(
+    sample_model: Path, tmp_path: Path, capsys, clean_env
+):
+    """model.max_size_mb is honoured by every loader the commands build, not only the default."""
+    from edged.commands.run import build_service
+    from edged.settings import load_settings
+
+    cfg = tmp_path / "edged.toml"
+    cfg.write_text("[model]\nmax_size_mb = 0.5\n[mqtt]\nenabled = false\n")
+    photo = str(sample_images("happy", 1)[0])
+    rc = cli.main(["detect", photo, "--model", str(sample_model), "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert rc == 66 and "above model.max_size_mb = 0.5" in err
+    svc = build_service(load_settings(cfg, {"model": {"path": str(sample_model)}}), [])
+    try:
+        status = svc.store.load_now()
+        assert status.state == "error" and "model.max_size_mb" in (status.error or "")
+    finally:
+        svc.inbox.close()

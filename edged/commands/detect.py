@@ -27,7 +27,7 @@ from edged.training.datasets import normalize_label
 from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector, Image
 from edged.vision.draw import draw_faces
 from edged.vision.model import WORKSHOP_CLASSES, ExpressionModel
-from edged.vision.model_file import load_model
+from edged.vision.model_file import MAX_MODEL_BYTES, load_model
 from edged.vision.pipeline import FrameResult, Pipeline
 
 CONFIDENCE_HELP = (
@@ -272,10 +272,14 @@ def result_text(job: Job, result: FrameResult) -> str:
 
 
 def open_model(
-    path: Path, labels: list[str] | None, from_config: bool, err: TextIO
+    path: Path,
+    labels: list[str] | None,
+    from_config: bool,
+    err: TextIO,
+    max_bytes: int = MAX_MODEL_BYTES,
 ) -> ExpressionModel:
     """Load the model, and say where class names come from when the file has none."""
-    model = load_model(path, labels)
+    model = load_model(path, labels, max_bytes=max_bytes)
     names = ", ".join(f"{i} {n}" for i, n in zip(model.class_ids, model.class_names(), strict=True))
     if model.source == "workshop":
         origin = (
@@ -309,7 +313,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     settings = load_settings(args.config)
     model_path: Path = args.model or settings.model.path
     labels = args.labels or settings.model.labels
-    model = open_model(model_path, labels, args.labels is None and bool(labels), err)
+    from_config = args.labels is None and bool(labels)
+    model = open_model(model_path, labels, from_config, err, settings.model.max_bytes)
     cfg = IMAGE_DETECTOR
     if args.min_size is not None:
         cfg = DetectorConfig(

@@ -164,6 +164,7 @@ def build_service(
             m.poll_interval,
             on_change=inbox.model_changed,
             on_fatal=inbox.worker_failed,
+            max_bytes=m.max_bytes,
         ),
         pipeline=Pipeline(
             FaceDetector(DetectorConfig.from_settings(d)),
