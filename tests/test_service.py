@@ -571,6 +571,32 @@ def test_the_latency_ring_keeps_only_the_last_samples():
     assert r.count == 8
 
 
+def test_the_status_frame_rate_is_sampled_once_a_second_over_the_last_five():
+    from edged.daemon.stats import FrameRate
+
+    rate = FrameRate(100.0)
+    frames, tick, samples = 0, 0, []
+
+    def run(seconds: int, per_tick: int) -> None:
+        nonlocal frames, tick
+        for _ in range(seconds * 8):  # 8 ticks a second (exact in binary: no rounding)
+            tick += 1
+            now = 100.0 + tick / 8
+            frames += per_tick
+            if rate.due(now):
+                samples.append((now, rate.sample(now, frames), rate.value))
+
+    assert rate.value is None and not rate.due(100.875)
+    run(3, 1)  # 8 fps
+    assert samples[0] == (101.0, True, 8.0)  # after the first second
+    assert [s[0] for s in samples] == [101.0, 102.0, 103.0]  # once a second
+    assert [s[1] for s in samples[1:]] == [False, False]  # unchanged: no new STATUS
+    run(8, 0)  # the camera stops: the rate falls over the window, to 0 after five seconds
+    values = [s[2] for s in samples[3:]]
+    assert values == [6.0, 4.8, 3.2, 1.6, 0.0, 0.0, 0.0, 0.0]  # 24 frames/4 s, /5 s, ...
+    assert [s[1] for s in samples[3:]] == [True] * 5 + [False] * 3
+
+
 def test_the_waker_returns_at_once_when_set_and_sleeps_otherwise():
     w = Waker()
     try:
@@ -681,6 +707,35 @@ def test_watchdog_pings_come_only_from_the_loop_so_a_hung_frame_stops_them(
     assert during == [], "a ping while the loop was stuck would hide the hang from systemd"
     assert len([t for t in pings if t < hung[0]]) >= 3  # pinged every 0.1 s before
     assert [t for t in pings if t > hung[1]]  # and again once the loop moved on
+
+
+@pytest.mark.slow
+def test_status_shows_the_frame_rate_from_the_first_second_without_flooding_systemd(
+    face_video, sample_model, clean_env
+):
+    """Not only after the first 30 s stats window; and at most about one STATUS a second."""
+    from edged.daemon.notify import Notifier
+
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    settings = looping_clip_settings(clip, sample_model, fps=10, duration=4.0)
+    assert settings.loop.stats_interval == 30.0
+    sent: list[tuple[float, str]] = []
+
+    def send(message: str) -> None:
+        sent.append((time.monotonic(), message))
+
+    notifier = Notifier(environ={"NOTIFY_SOCKET": "unused"}, send=send)
+    assert build_service(settings, [Recorder()], notifier=notifier).run() == 0
+    ready = next(t for t, m in sent if m.startswith("READY=1"))
+    statuses = [(t, m) for t, m in sent if m.startswith("STATUS=")]  # not READY, STOPPING
+    with_fps = [(t, m) for t, m in statuses if m.endswith(" fps")]
+    assert with_fps, sent
+    assert with_fps[0][0] - ready <= 1.5, sent
+    # a looping clip at 10 fps: "camera online, model ..., 10.0 fps" (give or take)
+    assert 5.0 <= float(with_fps[-1][1].split(", ")[-1].split()[0]) <= 12.0, sent
+    for t, _ in statuses:
+        assert len([u for u, _ in statuses if t <= u < t + 1.0]) <= 2, statuses
+    assert len(statuses) <= 2 * 4.0 + 2, statuses
 
 
 HANGING_STOP = """

@@ -84,7 +84,6 @@ class Service:
         self.model: ModelStatus | None = None
         self.stats: Stats | None = None
         self._ticker: Ticker | None = None
-        self._last_stats: dict[str, object] | None = None
         self._errors_logged: set[tuple[int, str]] = set()
         self._pipeline_error_logged: str | bool | None = False
         self._on_frame: list[tuple[Output, Callable[[FrameResult | None, float], None]]] = []
@@ -196,8 +195,9 @@ class Service:
         if not self.expression.detect:
             mod += ", detection paused"
         fps = ""
-        if with_fps and self._last_stats:
-            fps = f", {self._last_stats['fps']} fps"
+        rate = self.stats.recent.value if self.stats is not None else None
+        if with_fps and rate is not None:  # frames per second over the last few seconds
+            fps = f", {rate:.1f} fps"
         return f"{cam}, {mod}{fps}"
 
     def _emit_stats(self, ticker: Ticker) -> None:
@@ -218,7 +218,6 @@ class Service:
             "error": m.error if m else None,
             "load_ms": round(m.load_ms, 1) if m and m.load_ms is not None else None,
         }
-        self._last_stats = snap
         lat = snap["latency_ms"]
         assert isinstance(lat, dict)
         log.info(
@@ -362,18 +361,26 @@ class Service:
                 log.debug("a tick overran its slot: %d slot(s) skipped so far", ticker.skipped)
 
     def _after_tick(self, ticker: Ticker, changed: bool) -> None:
-        """The loop's periodic duties: watchdog, READY once, STATUS on change, stats."""
+        """The loop's periodic duties: watchdog, READY once, STATUS on change, stats.
+
+        STATUS is sent when the camera, model or switch changed, and when the frame rate
+        (sampled once a second, one decimal) did: at most once a second in a steady state.
+        """
         notifier = self.notifier
         notifier.watchdog()
+        stats = self.stats
+        assert stats is not None
+        now = self._clock()
+        if stats.recent.due(now) and stats.recent.sample(now, stats.frames):
+            changed = True
         if not self._ready:
             self._ready = True
             notifier.ready(self.summary())
             log.info("running at %g fps: %s", self.loop.fps, self.summary())
         elif changed:
             notifier.status(self.summary())
-        if self._clock() >= self._next_stats:
+        if now >= self._next_stats:
             self._emit_stats(ticker)
-            notifier.status(self.summary())
             self._next_stats = self._clock() + self.loop.stats_interval
 
     def _shutdown(self) -> None:

@@ -39,6 +39,44 @@ def rss_mb() -> float | None:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
+class FrameRate:
+    """Frames per second over the last few seconds, for STATUS: sampled once a second.
+
+    The loop calls `sample` when `due`; between samples it costs one comparison per tick.
+    The rate is measured from ``window`` samples ago (from the start until there are that
+    many), so it shows after the first second and does not flap with one late frame; it
+    is rounded to one decimal, so it changes (and STATUS is sent) at most once a second.
+    """
+
+    __slots__ = ("_frames", "_n", "_times", "every", "next_at", "value")
+
+    def __init__(self, now: float, window: int = 5, every: float = 1.0) -> None:
+        self.every = every
+        self.next_at = now + every
+        self.value: float | None = None  # None until the first second has passed
+        # A ring of window + 1 (time, frames) marks, all the start until overwritten.
+        self._times = [now] * (window + 1)
+        self._frames = [0] * (window + 1)
+        self._n = 0
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def sample(self, now: float, frames: int) -> bool:
+        """Take this second's mark; True when the rounded rate changed."""
+        self._n += 1
+        size = len(self._times)
+        self._times[self._n % size] = now
+        self._frames[self._n % size] = frames
+        oldest = (self._n + 1) % size
+        wall = max(now - self._times[oldest], 1e-9)
+        value = round((frames - self._frames[oldest]) / wall, 1)
+        self.next_at = now + self.every
+        changed = value != self.value
+        self.value = value
+        return changed
+
+
 class Stats:
     """Counters the loop keeps; `snapshot` turns them into the stats dict."""
 
@@ -54,6 +92,7 @@ class Stats:
         self.wait = Ring()  # tick start -> frame in hand (waiting for the camera)
         self.detect = Ring()
         self.classify = Ring()
+        self.recent = FrameRate(now)  # for STATUS, from the first second
         self._mark = (now, 0, time.process_time())
 
     def snapshot(self, now: float, skipped: int) -> dict[str, object]:
