@@ -2,9 +2,11 @@
 # Install or remove edged as a systemd service. Called by `sudo make install` /
 # `sudo make uninstall`; both are idempotent. See README.md, Deployment.
 #
-#   install    virtualenv in $PREFIX (with the system's site-packages, so Raspberry Pi OS's
-#              python3-picamera2 is importable), console scripts in $BINDIR, the unit in
-#              $UNITDIR, /etc/edged/edged.toml only if there is none, systemctl daemon-reload
+#   install    checks that every program the unit runs exists here, then: virtualenv in
+#              $PREFIX (with the system's site-packages, so Raspberry Pi OS's
+#              python3-picamera2 is importable), the README in $PREFIX/share/doc/edged (the
+#              unit's Documentation=), console scripts in $BINDIR, the unit in $UNITDIR,
+#              /etc/edged/edged.toml only if there is none, systemctl daemon-reload
 #              (and try-restart, so an update takes effect if the service runs).
 #   uninstall  stops and disables the service, removes all of the above except the
 #              configuration (/etc/edged) and the model (/var/lib/edged).
@@ -76,6 +78,27 @@ check() {
 	if [ -z "$DESTDIR" ] && [ "$(id -u)" != 0 ]; then
 		die "run as root: sudo make $1 (or set DESTDIR to stage the files somewhere else)"
 	fi
+}
+
+unit_programs_exist() {
+	# Every program the unit runs must be here, or systemd finds out only when it needs it
+	# (ExecReload=/bin/kill on an image without procps: a reload that never happens).
+	# Ours (under /opt/edged) are installed below; the others are looked for on this
+	# machine, also with DESTDIR (a staging root holds only what this script puts there).
+	local key value cmd
+	while IFS='=' read -r key value; do
+		case "$key" in Exec*) ;; *) continue ;; esac
+		while case "$value" in [-@:+!]*) true ;; *) false ;; esac; do
+			value=${value:1} # systemd's prefixes: - @ : + ! !!
+		done
+		cmd=${value%%[[:space:]]*}
+		case "$cmd" in /opt/edged/*) continue ;; esac
+		if [ "${cmd#/}" = "$cmd" ]; then
+			command -v "$cmd" >/dev/null || die "$UNIT runs $cmd ($key), which is not installed here"
+		elif [ ! -x "$cmd" ] || [ -d "$cmd" ]; then
+			die "$UNIT runs $cmd ($key), which is not installed here"
+		fi
+	done <"$SRC/deploy/$UNIT"
 }
 
 venv_python() {
@@ -173,6 +196,7 @@ install_config() {
 
 do_install() {
 	check install
+	unit_programs_exist
 	[ "$SYSTEM_DEPS" = true ] || "$SYSTEM_DEPS"
 	venv_python
 	pip_install
@@ -185,7 +209,8 @@ do_install() {
 	sed -e "s#/opt/edged#$PREFIX#g" "$SRC/deploy/$UNIT" >"$DESTDIR$UNITDIR/$UNIT.tmp"
 	chmod 0644 "$DESTDIR$UNITDIR/$UNIT.tmp"
 	mv -f "$DESTDIR$UNITDIR/$UNIT.tmp" "$DESTDIR$UNITDIR/$UNIT"
-	install -m 0644 "$SRC/README.md" "$DESTDIR$PREFIX/share/doc/edged/"
+	# The unit's Documentation= (file://$PREFIX/share/doc/edged/README.md); gone with $PREFIX.
+	install -m 0644 "$SRC/README.md" "$DESTDIR$PREFIX/share/doc/edged/README.md"
 	install_config
 	systemctl_ daemon-reload
 	# An update: restart only if it was running (a stopped service stays stopped).
