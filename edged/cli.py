@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from edged import __version__
 from edged.commands import config, demo, detect, ha_remove, run
-from edged.errors import run_guarded
+from edged.errors import RedactingArgumentParser, run_guarded
 from edged.training import trainer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = RedactingArgumentParser(
         prog="edged",
         description="On-device facial-expression daemon: finds faces with OpenCV's Haar cascade, "
         "classifies their expression with an LBPH model (trainer.yml) and publishes the "
@@ -25,7 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"edged {__version__}")
     p.add_argument("--traceback", action="store_true", help="show tracebacks for unexpected errors")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Every subcommand's parser is a RedactingArgumentParser too (its errors hide secrets);
+    # the commands need only know it is an ArgumentParser.
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        p.add_subparsers(
+            dest="command", metavar="COMMAND", required=True, parser_class=RedactingArgumentParser
+        ),
+    )
     for register in COMMANDS:
         register(sub)
     return p

@@ -8,8 +8,12 @@ import os
 import select
 import signal
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Sequence
 from enum import IntEnum
+from typing import NoReturn
+
+from edged.redact import redact, redact_arguments
 
 log = logging.getLogger("edged")
 
@@ -56,6 +60,24 @@ class InputMissing(EdgedError):
     """An input path that does not exist (exit 66, like a missing model)."""
 
 
+class RedactingArgumentParser(argparse.ArgumentParser):
+    """The parser of every ``edged`` and ``edged-train`` command (subcommands inherit it:
+    ``add_subparsers`` makes parsers of the parent's class): argparse's, except that an
+    error never shows a secret. ``edged run --password x`` is an unknown option, and
+    argparse's "unrecognized arguments: --password x" would reach the journal.
+    """
+
+    def parse_known_args(  # type: ignore[override]  # typeshed: overloads per namespace type
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._given = list(sys.argv[1:] if args is None else args)  # for `error`
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        given = getattr(self, "_given", None)
+        super().error(redact_arguments(message, sys.argv[1:] if given is None else given))
+
+
 # Each kind of error and its exit status; the first match wins (subclasses first).
 _STATUS: tuple[tuple[type[EdgedError], ExitStatus], ...] = (
     (ConfigError, ExitStatus.CONFIG),
@@ -97,7 +119,7 @@ def run_guarded(
             raise
         return _report_bug()
     except EdgedError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {redact(str(e))}", file=sys.stderr)
         return exit_status_for(e)
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
@@ -108,8 +130,11 @@ def run_guarded(
 
 
 def _report_bug() -> int:
-    """Log the exception being handled, with its traceback: exit 70."""
-    log.exception("unexpected error (a bug: please report it with this traceback)")
+    """Log the exception being handled, with its traceback (secrets hidden): exit 70."""
+    log.error(
+        "unexpected error (a bug: please report it with this traceback)\n%s",
+        redact(traceback.format_exc().rstrip()),
+    )
     return ExitStatus.SOFTWARE
 
 

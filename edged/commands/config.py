@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edged.errors import ExitStatus
+from edged.errors import ExitStatus, RedactingArgumentParser
 from edged.settings import dump_toml, example_toml, load_settings
 
 
@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Settings come from (lowest first): defaults < --config FILE < "
         "environment (EDGED_SECTION__KEY) < command-line flags.",
     )
-    cmds = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    cmds = p.add_subparsers(
+        dest="config_command", metavar="ACTION", required=True, parser_class=RedactingArgumentParser
+    )
     check = cmds.add_parser(
         "check",
         help="validate the settings and print the effective values (secrets masked)",

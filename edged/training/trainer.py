@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from edged.arguments import number
-from edged.errors import DatasetError, EdgedError, ExitStatus, run_guarded
+from edged.errors import DatasetError, EdgedError, ExitStatus, RedactingArgumentParser, run_guarded
 from edged.images import DEFAULT_MAX_PIXELS, ImageUnreadable, add_max_pixels_option, read_image
 from edged.training import fitting
 from edged.training.datasets import DEFAULT_CLASSES, Dataset, Sample, load_dataset, parse_classes
@@ -412,7 +412,7 @@ example:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = RedactingArgumentParser(
         prog="edged-train",
         description="Build an LBPH expression model (trainer.yml) from labelled face photos: "
         "finds the face in each image with OpenCV's Haar cascade, prepares it exactly as "
