@@ -8,6 +8,7 @@ naming every bad field, its value and the reason.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -37,7 +38,14 @@ from pydantic_settings import (
 )
 
 from edged.errors import ConfigError
-from edged.redact import redact_credentials
+from edged.redact import (
+    redact,
+    register_secret,
+    register_source,
+    secret_name,
+    secret_value_name,
+    url_secrets,
+)
 
 # The TOML file's values for the Settings() call that load_settings is making.
 _FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("edged_settings_file", default={})  # noqa: B039
@@ -350,9 +358,37 @@ def format_validation_error(
         if isinstance(value, dict):  # a check across a section's fields: no single value
             lines.append(f"{loc}: {msg}")
             continue
-        shown = "***" if "password" in loc else repr(value)
+        shown = "***" if any(secret_name(str(p)) for p in e["loc"]) else repr(value)
         lines.append(f"{loc} = {shown}{origin}: {msg}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    return redact("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+def _given_secrets(values: Any, name: str = "") -> set[str]:
+    """Secret values among raw, unvalidated settings (nested dicts, lists, strings): those
+    under a secret-looking key, and the passwords of URLs anywhere. For error messages
+    about settings that did not load, which may quote them."""
+    if isinstance(values, Mapping):
+        return {s for k, v in values.items() for s in _given_secrets(v, str(k))}
+    if isinstance(values, list | tuple):
+        return {s for v in values for s in _given_secrets(v, name)}
+    if values is None or isinstance(values, bool):
+        return set()
+    text = values.get_secret_value() if isinstance(values, SecretStr) else str(values)
+    found = url_secrets(text)
+    key = name.rsplit("__", 1)[-1]  # EDGED_MQTT__PASSWORD: PASSWORD
+    if secret_value_name(key) and not key.lower().endswith("_file"):
+        found.add(text)
+    return found
+
+
+def register_secrets(settings: Settings) -> None:
+    """Remember every secret the settings hold (`edged.redact`): hidden from now on in
+    every log line, error and payload, wherever it appears."""
+    for name, _ in _section_fields():
+        for value in dict(getattr(settings, name)).values():
+            if isinstance(value, SecretStr):
+                register_secret(value.get_secret_value())
+    register_source(settings.camera.source)
 
 
 def load_settings(config: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
@@ -363,18 +399,34 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
     file_values = _toml_source(config)
     token = _FILE_VALUES.set(file_values)
     try:
-        return Settings(**(overrides or {}))
+        settings = Settings(**(overrides or {}))
     except SettingsError as e:  # e.g. an EDGED_MQTT='{...' variable that is not JSON
         cause = f": {e.__cause__}" if e.__cause__ else ""
-        raise ConfigError(f"invalid configuration: {e}{cause}") from None
+        text = f"invalid configuration: {e}{cause}"
+        raise ConfigError(_redacted(text, file_values, overrides)) from None
     except ValidationError as e:
         where = functools.partial(
             _origin, config=config, file_values=file_values, overrides=overrides or {},
             environ=os.environ,
         )  # fmt: skip
-        raise ConfigError(format_validation_error(e, where)) from None
+        text = format_validation_error(e, where)
+        raise ConfigError(_redacted(text, file_values, overrides)) from None
     finally:
         _FILE_VALUES.reset(token)
+    register_secrets(settings)
+    return settings
+
+
+def _redacted(text: str, file_values: dict[str, Any], overrides: dict[str, Any] | None) -> str:
+    """An error about settings that did not load, without any secret given in them."""
+    environ: dict[str, Any] = {}
+    for key, value in os.environ.items():
+        if key.upper().startswith("EDGED_"):
+            environ[key] = value
+            with contextlib.suppress(ValueError):  # EDGED_MQTT='{"password": ...}'
+                environ[key + "__json"] = json.loads(value)
+    given = _given_secrets([file_values, overrides or {}, environ])
+    return redact(text, given)
 
 
 # -- TOML output: `edged config check` (effective settings) and the example file ----------
@@ -390,7 +442,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, SecretStr):
         return '"***"'
     # A JSON string is a TOML basic string.
-    return json.dumps(redact_credentials(str(value)), ensure_ascii=False)
+    return json.dumps(redact(str(value)), ensure_ascii=False)
 
 
 def _section_fields() -> list[tuple[str, type[BaseModel]]]:

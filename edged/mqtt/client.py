@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edged.errors import BrokerError, ConfigError
 from edged.mqtt.messages import OFFLINE, Topics
+from edged.redact import register_secret
 
 if TYPE_CHECKING:
     from edged.settings import MqttSettings, Settings
@@ -50,9 +51,15 @@ CONNACK_WORDS: dict[int, str] = {
 
 
 def resolve_password(cfg: MqttSettings, environ: Mapping[str, str] = os.environ) -> str | None:
-    """The password: ``password``, else ``password_file``, else the systemd credential."""
+    """The password: ``password``, else ``password_file``, else the systemd credential.
+
+    Whatever it is, it is registered as a secret (`edged.redact`): no log line, error or
+    payload shows it from then on.
+    """
     if cfg.password is not None:
-        return cfg.password.get_secret_value()
+        password = cfg.password.get_secret_value()
+        register_secret(password)
+        return password
     path = cfg.password_file
     if path is None and environ.get("CREDENTIALS_DIRECTORY"):
         cred = Path(environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
@@ -60,9 +67,12 @@ def resolve_password(cfg: MqttSettings, environ: Mapping[str, str] = os.environ)
     if path is None:
         return None
     try:
-        return path.read_text().rstrip("\r\n")
-    except OSError as e:
-        raise ConfigError(f"mqtt.password_file: cannot read {path}: {e.strerror}") from None
+        password = path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise ConfigError(f"mqtt.password_file: cannot read {path}: {why}") from None
+    register_secret(password)
+    return password
 
 
 def describe_connack(reason: object) -> str:
