@@ -6,10 +6,14 @@ pixels which frame it got and check that it matches the frame's sequence number.
 
 from __future__ import annotations
 
+import errno
 import http.server
 import itertools
+import json
 import logging
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -30,6 +34,7 @@ from edged.daemon.capture import (
     has_gstreamer,
     open_source,
     source_kind,
+    unreadable_reason,
 )
 from edged.settings import CameraSettings
 
@@ -126,6 +131,9 @@ def test_auto_source_is_picamera2_only_where_it_is_importable(
 
 def test_url_credentials_never_reach_the_logs() -> None:
     assert display_name("rtsp://admin:secret@10.0.0.5/live") == "rtsp://***@10.0.0.5/live"
+    assert display_name(" http://u:p/w d@cam/v?user=a&pwd=b&res=640 ") == (
+        "http://***@cam/v?user=***&pwd=***&res=640"
+    )
 
 
 def test_missing_device_path_fails_with_a_clear_message() -> None:
@@ -586,3 +594,169 @@ def test_a_source_raising_in_grab_is_logged_once_and_the_grabber_recovers(
     assert states.onlines() == [False, True]
     assert g.stats.last_error == reason
     assert g.stats.failures == 3
+
+
+# -- a source that cannot be opened: why, in one line, once -------------------------------
+
+SERVICE = {"INVOCATION_ID": "0f3c"}  # what systemd sets for a service's processes
+DENIED = PermissionError(errno.EACCES, "Permission denied")
+MISSING = FileNotFoundError(errno.ENOENT, "No such file or directory")
+PUT_IT = "put the file in /srv/edged (mode 0644) or see README, Deployment"
+HOME = "which the service cannot see (ProtectHome=yes in edged.service)"
+TMP = (
+    "which is private to the service (PrivateTmp=yes in edged.service: it sees an empty "
+    "folder of its own there)"
+)
+
+
+def hidden(path: str, root: str, why: str) -> str:
+    return (
+        f"video file {path} is not readable by the edged service: it lies under {root}, "
+        f"{why}; {PUT_IT}"
+    )
+
+
+REASONS = [
+    ("/home/pi/clip.mp4", DENIED, SERVICE, hidden("/home/pi/clip.mp4", "/home", HOME)),
+    ("/root/clip.mp4", MISSING, SERVICE, hidden("/root/clip.mp4", "/root", HOME)),
+    ("/run/user/1000/c.avi", DENIED, SERVICE, hidden("/run/user/1000/c.avi", "/run/user", HOME)),
+    ("/tmp/clip.mp4", MISSING, SERVICE, hidden("/tmp/clip.mp4", "/tmp", TMP)),
+    ("/opt/clips/c.avi", DENIED, SERVICE,
+     "video file /opt/clips/c.avi is not readable by the edged service (permission denied: "
+     "it runs as a user of its own, so the file needs mode 0644 and each folder above it "
+     f"0755); {PUT_IT}"),
+    ("/srv/edged/c.avi", MISSING, SERVICE, "video file /srv/edged/c.avi does not exist"),
+    ("/homework/c.avi", MISSING, SERVICE, "video file /homework/c.avi does not exist"),
+    ("/home/pi/c.avi", DENIED, {}, "video file /home/pi/c.avi cannot be read: permission denied"),
+    ("/home/pi/c.avi", MISSING, {}, "video file /home/pi/c.avi does not exist"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "err", "environ", "reason"), REASONS)
+def test_an_unreadable_file_says_whether_the_service_sandbox_hides_it(path, err, environ, reason):
+    assert unreadable_reason("video file", path, err, environ) == reason
+
+
+def test_an_unexpected_opener_error_logs_its_traceback_once_per_distinct_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same unexpected error on every retry: one traceback, then DEBUG lines; a
+    different error is news (one more traceback); the owner hears each change once."""
+    caplog.set_level(logging.DEBUG, logger="edged.daemon.capture")
+    calls = itertools.count()
+
+    def opener(cs: CameraSettings) -> Source:
+        raise RuntimeError("backend exploded" if next(calls) < 4 else "backend exploded again")
+
+    states = States()
+    g = FrameGrabber(
+        settings("/dev/video-odd", retry_initial=0.01, retry_max=0.02),
+        on_state=states,
+        opener=opener,
+    )
+    g.start()
+    try:
+        until(lambda: g.stats.failures >= 10)
+    finally:
+        g.stop()
+    tracebacks = [
+        r for r in caplog.records if r.exc_info or "Traceback (most recent" in r.getMessage()
+    ]
+    assert [r.getMessage().splitlines()[-1] for r in tracebacks] == [
+        "RuntimeError: backend exploded",
+        "RuntimeError: backend exploded again",
+    ]
+    again = [
+        r for r in caplog.records if r.levelno == logging.DEBUG and "(again)" in r.getMessage()
+    ]
+    assert len(again) >= 7
+    assert states.items == [
+        (False, "unexpected error opening /dev/video-odd: RuntimeError: backend exploded"),
+        (False, "unexpected error opening /dev/video-odd: RuntimeError: backend exploded again"),
+    ]
+
+
+def test_a_secret_in_an_opener_error_reaches_neither_the_reason_nor_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="edged.daemon.capture")
+    source = "rtsp://cam-user:Sekr1t/pw@cam/x?token=T0k3n-55"
+
+    def opener(cs: CameraSettings) -> Source:
+        raise ValueError(f"cannot parse {cs.source}")
+
+    states = States()
+    g = FrameGrabber(settings(source), on_state=states, opener=opener)
+    g.start()
+    try:
+        until(lambda: g.stats.failures >= 2)
+    finally:
+        g.stop()
+    shown = "rtsp://***@cam/x?token=***"
+    assert states.items == [
+        (False, f"unexpected error opening {shown}: ValueError: cannot parse {shown}")
+    ]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Traceback" in logged
+    assert "Sekr1t" not in logged and "T0k3n" not in logged and "cam-user" not in logged
+
+
+def _as_the_service(private: Path) -> list[str]:
+    """A command prefix under which ``private`` (made here) cannot be read, as the unit's
+    sandbox makes a folder under /home: root without capabilities (the unit's empty
+    CapabilityBoundingSet=) facing another user's 0700 folder; or, not root, mode 000."""
+    private.mkdir()
+    if os.geteuid() != 0:
+        private.chmod(0)
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    os.chown(private, 65534, 65534)
+    private.chmod(0o700)
+    return [setpriv, "--bounding-set", "-all", "--inh-caps", "-all"]
+
+
+def test_a_file_the_service_cannot_read_is_one_line_once_never_a_traceback(
+    tmp_path: Path, clean_env
+) -> None:
+    """The real daemon under systemd's eyes (INVOCATION_ID), a file it may not read, many
+    retries: one WARNING naming why, the same reason in the JSON line, no traceback."""
+    private = tmp_path / "private"
+    prefix = _as_the_service(private)
+    clip = private / "clip.avi"
+    env = {
+        **os.environ,
+        "INVOCATION_ID": "0f3c",
+        "EDGED_CAMERA__RETRY_INITIAL": "0.05",
+        "EDGED_CAMERA__RETRY_MAX": "0.1",
+    }
+    try:
+        proc = subprocess.run(
+            [
+                *prefix, sys.executable, "-m", "edged", "run", "--source", str(clip),
+                "--stdout", "--no-mqtt", "--duration", "1.5", "--log-level", "debug",
+                "--model", str(tmp_path / "no-model.yml"),
+            ],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        private.chmod(0o700)
+    assert proc.returncode == 0, proc.stderr
+    retries = [line for line in proc.stderr.splitlines() if "camera still offline" in line]
+    assert len(retries) >= 3  # it did retry, many times...
+    warnings = [line for line in proc.stderr.splitlines() if "camera offline:" in line]
+    assert len(warnings) == 1, proc.stderr  # ...and said so once
+    assert "Traceback" not in proc.stderr
+    reasons = [
+        json.loads(line)["reason"]
+        for line in proc.stdout.splitlines()
+        if line.startswith('{"type": "camera"')
+    ]
+    assert len(reasons) == 1
+    reason = reasons[0]
+    assert reason.startswith(f"video file {clip} is not readable by the edged service")
+    assert reason.endswith(PUT_IT)
+    if str(clip).startswith("/tmp/"):
+        assert f"it lies under /tmp, {TMP}" in reason
+    assert reason in warnings[0]

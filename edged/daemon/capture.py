@@ -19,14 +19,17 @@ one consumer: copy the image if you need it longer.
 from __future__ import annotations
 
 import enum
+import errno
 import importlib.util
 import logging
 import os
 import re
+import stat
 import sys
 import threading
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +38,7 @@ import numpy as np
 
 from edged.daemon.workers import FatalHandler, Worker, describe
 from edged.errors import CameraError
-from edged.redact import redact_credentials
+from edged.redact import redact, url_secrets
 from edged.settings import CameraSettings
 
 log = logging.getLogger(__name__)
@@ -89,8 +92,92 @@ def source_kind(source: str) -> SourceKind:
 
 
 def display_name(source: str) -> str:
-    """The source as it may appear in logs: a URL's ``user:password@`` is hidden."""
-    return redact_credentials(source.strip())
+    """The source as it may appear anywhere (logs, reasons, payloads): a URL's user info
+    and secret parameters hidden (`edged.redact`). Every source string shown goes
+    through here."""
+    return redact(source.strip(), url_secrets(source))
+
+
+def quiet_backends(environ: Mapping[str, str] = os.environ) -> None:
+    """Silence OpenCV's and FFmpeg's own messages on stderr.
+
+    They bypass edged's logging, so its redaction too (FFmpeg names the URLs it fails to
+    open), and they repeat on every retry ("once per change" is edged's promise): edged
+    says why a source failed in its own words. Whoever sets ``OPENCV_LOG_LEVEL`` or
+    ``OPENCV_FFMPEG_LOGLEVEL`` in the environment gets them back, unredacted.
+    """
+    if "OPENCV_LOG_LEVEL" not in environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    if "OPENCV_FFMPEG_LOGLEVEL" not in environ and "OPENCV_FFMPEG_DEBUG" not in environ:
+        # Read when OpenCV's FFmpeg backend first opens something: -8 is AV_LOG_QUIET.
+        os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"
+
+
+# Where a file source cannot be under the systemd unit's sandbox (deploy/edged.service),
+# and why; README, Deployment says where it belongs instead.
+FILE_SOURCE_HOME = "/srv/edged"
+_SANDBOXED = (
+    (
+        ("/home", "/root", "/run/user"),
+        "which the service cannot see (ProtectHome=yes in edged.service)",
+    ),
+    (
+        ("/tmp", "/var/tmp"),
+        "which is private to the service (PrivateTmp=yes in edged.service: it sees an "
+        "empty folder of its own there)",
+    ),
+)
+_PUT_IT = f"put the file in {FILE_SOURCE_HOME} (mode 0644) or see README, Deployment"
+
+
+def under_systemd(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process is a systemd service (systemd sets INVOCATION_ID for it)."""
+    return bool(environ.get("INVOCATION_ID"))
+
+
+def unreadable_reason(
+    what: str, path: str, err: OSError, environ: Mapping[str, str] = os.environ
+) -> str:
+    """One line on why ``path`` (a ``what``: "video file", ...) cannot be read.
+
+    Under systemd it says whether the *service* cannot read it and why: a path under a
+    folder the unit's sandbox hides, or a file its dynamic user may not read. Otherwise
+    plainly "does not exist" or "cannot be read: permission denied".
+    """
+    missing = err.errno in (errno.ENOENT, errno.ENOTDIR)
+    why = "permission denied" if err.errno in (errno.EACCES, errno.EPERM) else err.strerror
+    if not under_systemd(environ):
+        return (
+            f"{what} {path} does not exist" if missing else f"{what} {path} cannot be read: {why}"
+        )
+    absolute = os.path.abspath(path)
+    for roots, hidden in _SANDBOXED:
+        for root in roots:
+            if absolute == root or absolute.startswith(root + "/"):
+                return (
+                    f"{what} {path} is not readable by the edged service: it lies under "
+                    f"{root}, {hidden}; {_PUT_IT}"
+                )
+    if missing:
+        return f"{what} {path} does not exist"
+    return (
+        f"{what} {path} is not readable by the edged service ({why}: it runs as a user of "
+        f"its own, so the file needs mode 0644 and each folder above it 0755); {_PUT_IT}"
+    )
+
+
+def _stat_readable(what: str, path: Path, folder: bool = False) -> os.stat_result:
+    """``path``'s stat, or `CameraError` (`unreadable_reason`) if this process cannot read
+    it. A folder sandboxed away raises PermissionError, which ``Path.exists`` does not
+    catch (an unexpected error on every retry, once)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise CameraError(unreadable_reason(what, str(path), e)) from None
+    if not os.access(path, os.R_OK | (os.X_OK if folder else 0)):
+        denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        raise CameraError(unreadable_reason(what, str(path), denied))
+    return st
 
 
 def has_gstreamer() -> bool:
@@ -259,11 +346,17 @@ def _check_device(path: str) -> None:
         raise CameraError(
             f"no camera at {path}: device does not exist (is a camera connected? `ls /dev/video*`)"
         )
-    if not os.access(path, os.R_OK | os.W_OK):
+    if os.access(path, os.R_OK | os.W_OK):
+        return
+    if under_systemd():
         raise CameraError(
-            f"permission denied on {path}: add your user to the 'video' group "
-            "(`sudo usermod -aG video $USER`, then log in again)"
+            f"permission denied on {path} for the edged service: it runs in group 'video', "
+            f"so the device must belong to that group (`ls -l {path}`)"
         )
+    raise CameraError(
+        f"permission denied on {path}: add your user to the 'video' group "
+        "(`sudo usermod -aG video $USER`, then log in again)"
+    )
 
 
 def _configure_device(cap: cv2.VideoCapture, settings: CameraSettings) -> None:
@@ -309,21 +402,21 @@ def _video_capture(settings: CameraSettings, kind: SourceKind, src: str) -> cv2.
 
 def _file_capture(path: Path) -> cv2.VideoCapture:
     if "%" in path.name:  # an image sequence such as frames/img_%04d.jpg
-        if not path.parent.is_dir():
-            raise CameraError(f"image sequence folder {path.parent} does not exist")
+        folder = path.parent
+        if not stat.S_ISDIR(_stat_readable("image sequence folder", folder, True).st_mode):
+            raise CameraError(f"image sequence folder {folder} is not a folder")
         return cv2.VideoCapture(str(path), cv2.CAP_IMAGES)
-    if path.is_dir():
+    if stat.S_ISDIR(_stat_readable("video file", path).st_mode):
         raise CameraError(
             f"{path} is a folder: give a video file, or an image sequence pattern "
             f"such as {path}/img_%04d.jpg"
         )
-    if not path.exists():
-        raise CameraError(f"video file {path} does not exist")
     return cv2.VideoCapture(str(path))
 
 
 def _open_cv(settings: CameraSettings, kind: SourceKind) -> CvSource:
     src = settings.source.strip()
+    quiet_backends()
     cap = _video_capture(settings, kind, src)
     name = display_name(src)
     if kind is SourceKind.DEVICE_INDEX:
@@ -426,6 +519,8 @@ class FrameGrabber:
         self._last_error: str | None = None
         self._source_fps = 0.0
         self._reported: tuple[bool, str | None] | None = None
+        self._secrets = url_secrets(settings.source)  # hidden in every reason and log line
+        self._unexpected: set[tuple[type[Exception], str]] = set()  # logged with traceback
 
     # -- owner's side ---------------------------------------------------------------
 
@@ -587,8 +682,7 @@ class FrameGrabber:
             except CameraError as e:
                 self._failed(str(e))
             except Exception as e:  # a backend bug must not kill the thread
-                log.exception("unexpected error opening the camera")
-                self._failed(f"unexpected error opening {display_name(s.source)}: {e}")
+                self._failed(self._unexpected_open(e))
             else:
                 try:
                     online_for, reason = self._pump(source)
@@ -604,6 +698,27 @@ class FrameGrabber:
             if self._stop.wait(delay):
                 return
             delay = min(delay * 2, s.retry_max)
+
+    def _unexpected_open(self, e: Exception) -> str:
+        """The reason for an opener's unexpected exception (a bug, a backend's surprise).
+
+        Its traceback is logged once per distinct error (until the camera works again),
+        as the `Worker` does; a retry that fails the same way is a DEBUG line.
+        """
+        name = display_name(self.settings.source)
+        reason = f"unexpected error opening {name}: {describe(e)}"
+        key = (type(e), str(e))
+        if key in self._unexpected:
+            log.debug("%s (again)", self._redact(reason))
+        else:
+            self._unexpected.add(key)
+            tb = self._redact("".join(traceback.format_exception(e)).rstrip())
+            log.error("%s (retrying; its traceback, shown once):\n%s", self._redact(reason), tb)
+        return reason
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the source's secrets (or any registered one)."""
+        return redact(text, self._secrets)
 
     def _pump(self, source: Source) -> tuple[float, str | None]:
         """Grab until failure: (seconds it delivered frames, reason) or (…, None) to end."""
@@ -651,6 +766,7 @@ class FrameGrabber:
             self._source_fps = rate if source.is_file else source.fps
             self._interval = 1.0 / self._source_fps if self._source_fps else 0.0
             self._online = True
+        self._unexpected.clear()  # it works: a new failure is news again
         h, w = first.shape[:2]
         fps_text = f" at {self._source_fps:g} fps" if self._source_fps else ""
         self._report(True, f"{source.name} delivers {w}x{h}{fps_text}")
@@ -738,6 +854,7 @@ class FrameGrabber:
         ``_report_lock`` keeps the state change and its callback together, so the owner
         hears the changes in the order they happened.
         """
+        reason = self._redact(reason)  # every reason leaves the grabber through here
         with self._report_lock:
             self._report_locked(online, reason)
 
