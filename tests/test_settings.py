@@ -247,3 +247,35 @@ def test_settings_reject_a_client_key_without_its_certificate(clean_env, tmp_pat
 def test_settings_reject_a_device_id_that_would_break_topics(clean_env):
     with pytest.raises(ConfigError, match=r"mqtt\.device_id"):
         load_settings(None, {"mqtt": {"device_id": "kitchen/+"}})
+
+
+def test_a_settings_error_never_quotes_a_secret_it_was_given(tmp_path, clean_env):
+    """pydantic quotes bad inputs; a secret among them (a camera URL in a list, a password
+    of the wrong type) is hidden, and every bad field is still named."""
+    url = "rtsp://cam-user:Pa ss/w0rd@cam/live?token=T0k-9876"
+    cfg = write(
+        tmp_path,
+        f'[camera]\nsource = ["{url}"]\n[mqtt]\npassword = ["Toml-pw-1357"]\n[loop]\nfps = 0\n',
+    )
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg)
+    text = str(e.value)
+    assert "camera.source = ['rtsp://***@cam/live?token=***']" in text
+    assert "mqtt.password = ***" in text and "loop.fps = 0" in text
+    for secret in ("Pa ss/w0rd", "T0k-9876", "cam-user", "Toml-pw-1357"):
+        assert secret not in text
+
+
+def test_loaded_settings_register_their_secrets_for_every_later_output(clean_env):
+    from edged.redact import redact
+
+    s = load_settings(
+        None,
+        {
+            "camera": {"source": "http://cam/v?pwd=Qry-pw-8642&res=640"},
+            "mqtt": {"password": "Mqtt-pw-9753"},
+        },
+    )
+    assert 'source = "http://cam/v?pwd=***&res=640"' in dump_toml(s)
+    said = redact("a library quoted Mqtt-pw-9753 and Qry-pw-8642 in some other form")
+    assert said == "a library quoted *** and *** in some other form"
