@@ -36,6 +36,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from edged.redact import RedactingFilter
+
 SYSLOG_IDENTIFIER = "edged"
 FOLD = " ⏎ "  # a newline inside a record, on the one line the journal stream gets
 TEXT = "%(levelname)s %(name)s: %(message)s"
@@ -147,6 +149,7 @@ def setup_logging(level: str = "info", filters: Sequence[logging.Filter] = ()) -
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s " + TEXT))
+    handler.addFilter(RedactingFilter())  # no secret leaves in any record, traceback included
     for f in filters:
         handler.addFilter(f)
     root = logging.getLogger()

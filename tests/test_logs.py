@@ -275,3 +275,20 @@ def test_a_real_journald_gets_one_entry_per_record_with_its_priority(tmp_path):
     assert [p for p, _, _ in stream] == ["4", "3", "6", "7", "6"], logged
     assert stream[1][1].startswith(f"ERROR edged.test: boom{FOLD}Traceback")
     assert stream[1][1].endswith("ZeroDivisionError: division by zero")
+
+
+def test_every_handler_hides_registered_secrets_even_inside_a_traceback(root_logger, capfd):
+    """A worker's traceback quoting a password (an exception text we do not control) is
+    redacted by the handler itself: setup_logging always installs the redacting filter."""
+    from edged.redact import register_secret
+
+    register_secret("Tr4ceback-Secret-77")
+    setup_logging("info")
+    log = logging.getLogger("edged.test")
+    try:
+        raise RuntimeError("driver said: login failed for Tr4ceback-Secret-77")
+    except RuntimeError:
+        log.exception("worker edged-capture failed")
+    err = capfd.readouterr().err
+    assert "worker edged-capture failed" in err and "RuntimeError" in err
+    assert "Tr4ceback-Secret-77" not in err
