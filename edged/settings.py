@@ -144,9 +144,21 @@ def _plain_topic(value: str) -> str:
 Topic = Annotated[str, AfterValidator(_plain_topic)]
 
 
+def _plain_host(value: str) -> str:
+    # A URL here ("mqtt://user:pass@broker") would put its password into every log line
+    # that names the broker; the credentials have their own settings.
+    if any(c in value for c in "/@ \t") or "://" in value:
+        raise ValueError("must be a host name or address, not a URL (user and password "
+                         "go in mqtt.username and mqtt.password_file)")  # fmt: skip
+    return value
+
+
+Host = Annotated[str, AfterValidator(_plain_host)]
+
+
 class MqttSettings(Section):
     enabled: bool = Field(True, description="Publish over MQTT.")
-    host: str = Field("localhost", min_length=1, description="Broker host name or address.")
+    host: Host = Field("localhost", min_length=1, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
     keepalive: int = Field(60, ge=5, description="MQTT keepalive (s).")
     qos: int = Field(1, ge=0, le=2, description="QoS for state, events and availability.")
@@ -359,6 +371,8 @@ def format_validation_error(
             lines.append(f"{loc}: {msg}")
             continue
         shown = "***" if any(secret_name(str(p)) for p in e["loc"]) else repr(value)
+        if isinstance(value, str) and "@" in value:  # user:password@host, with or without a scheme
+            shown = repr("***@" + value.rsplit("@", 1)[1])
         lines.append(f"{loc} = {shown}{origin}: {msg}")
     return redact("invalid configuration:\n  " + "\n  ".join(lines))
 

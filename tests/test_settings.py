@@ -279,3 +279,10 @@ def test_loaded_settings_register_their_secrets_for_every_later_output(clean_env
     assert 'source = "http://cam/v?pwd=***&res=640"' in dump_toml(s)
     said = redact("a library quoted Mqtt-pw-9753 and Qry-pw-8642 in some other form")
     assert said == "a library quoted *** and *** in some other form"
+
+
+@pytest.mark.parametrize("host", ["mqtt://u:Pw-Zz-9182@broker", "u:Pw-Zz-9182@broker", "a b"])
+def test_a_broker_host_that_is_a_url_is_a_config_error_that_hides_its_password(host, clean_env):
+    with pytest.raises(ConfigError, match=r"mqtt\.host .*not a URL") as e:
+        load_settings(None, {"mqtt": {"host": host}})
+    assert "Pw-Zz-9182" not in str(e.value)
