@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import cv2
 import numpy as np
 
 from edged.arguments import number
+from edged.files import OPEN_FLAGS, not_regular
 from edged.vision.detector import Image, pixels
 
 # 50 megapixels: more than a phone's default photo (12-50 MP) and most cameras' (24-45
@@ -130,26 +130,16 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     return image
 
 
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a named pipe"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
 def _read_regular_file(path: Path, max_pixels: int) -> bytes:
     """The file's bytes; only a regular file, opened without blocking and checked first."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, OPEN_FLAGS)
     except OSError as e:
         raise ImageUnreadable(path, _strerror(e)) from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "not a file")
+        kind = not_regular(st.st_mode)
+        if kind is not None:
             raise ImageUnreadable(path, f"not a regular file ({kind})")
         ceiling = max_pixels * _MAX_BYTES_PER_PIXEL + _METADATA_ROOM
         if st.st_size > ceiling:

@@ -273,11 +273,11 @@ def test_a_fifo_as_model_file_is_refused_at_once_never_waited_on(tmp_path: Path)
     done, result = _in_thread(lambda: load_model(fifo), timeout=5.0)
     assert done, "load_model blocked on a FIFO"
     assert isinstance(result, ModelError)
-    assert f"{fifo} is a FIFO, not a model file" in str(result)
+    assert f"{fifo} is a named pipe, not a model file" in str(result)
 
 
 def test_a_directory_as_model_file_is_a_model_error(tmp_path: Path):
-    with pytest.raises(ModelError, match="is a directory, not a model file"):
+    with pytest.raises(ModelError, match="is a folder, not a model file"):
         load_model(tmp_path)
 
 

@@ -114,4 +114,4 @@ def test_a_daemon_started_with_a_fifo_as_model_stops_on_the_first_sigterm(
                 proc.wait()
             reader.join(5)
     assert rc == 0
-    assert "is a FIFO, not a model file" in log.read_text()
+    assert "is a named pipe, not a model file" in log.read_text()

@@ -366,7 +366,7 @@ def test_a_fifo_at_the_model_path_is_refused_and_later_models_still_load(
     os.replace(fifo, live)
     until(lambda: store.status.failures >= 1)
     assert store.current is good
-    assert f"{live} is a FIFO, not a model file" in store.status.error
+    assert f"{live} is a named pipe, not a model file" in store.status.error
     store.request_reload()  # SIGHUP: the thread is free to carry it out
     until(lambda: store.status.failures >= 2)
     put_atomically(models[1], live)

@@ -12,7 +12,6 @@ import math
 import mmap
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ import numpy.typing as npt
 
 from edged.atomic import write_atomic
 from edged.errors import ModelError
+from edged.files import OPEN_FLAGS, not_regular
 from edged.vision.detector import Box
 from edged.vision.model import (
     MODEL_FORMAT,
@@ -55,24 +55,15 @@ MARGIN_RANGE = (-0.4, 1.0)
 _HEAD = 1 << 16  # the bytes that tell text from base64 histograms (the first one starts early)
 _INT32_MAX = 2**31 - 1
 _CHUNK = 8 << 20  # copy in 8 MB reads: the GIL is released for each, never held long
-# Opening never blocks (a FIFO), never makes the file our terminal; the descriptor is ours.
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 # A matrix as OpenCV's FileNode.mat() gives it (None for an empty one).
 Stored = npt.NDArray[np.integer[Any] | np.floating[Any]]
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
 
 
 def _check_kind(path: Path, mode: int) -> None:
     """Only a regular file is a model: a FIFO would block, a device never end (/dev/zero)."""
-    if stat.S_ISREG(mode):
+    kind = not_regular(mode)
+    if kind is None:
         return
-    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
     link = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
     raise ModelError(f"model file {path}{link} is {kind}, not a model file")
 
@@ -99,7 +90,7 @@ def _open_regular(path: Path, max_bytes: int) -> tuple[int, int]:
     """
     try:
         _check_kind(path, os.stat(path).st_mode)
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, OPEN_FLAGS)
     except OSError as e:
         raise _open_error(path, e) from None
     try:
