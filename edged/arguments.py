@@ -10,6 +10,11 @@ from typing import TypeVar
 N = TypeVar("N", int, float)
 
 
+def _shown(bound: float) -> str:
+    """A bound as a person writes it: 1073741824, not 1.07374e+09; 0.5, not 0.500000."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
 def number(
     kind: type[N],
     *,
@@ -29,13 +34,13 @@ def number(
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if above is not None and not value > above:
-            raise argparse.ArgumentTypeError(f"{text!r} must be more than {above:g}")
+            raise argparse.ArgumentTypeError(f"{text!r} must be more than {_shown(above)}")
         if low is not None and high is not None and not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} must be in {low:g}..{high:g}")
+            raise argparse.ArgumentTypeError(f"{text!r} must be in {_shown(low)}..{_shown(high)}")
         if low is not None and value < low:
-            raise argparse.ArgumentTypeError(f"{text!r} must be at least {low:g}")
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {_shown(low)}")
         if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"{text!r} must be at most {high:g}")
+            raise argparse.ArgumentTypeError(f"{text!r} must be at most {_shown(high)}")
         return value
 
     return parse

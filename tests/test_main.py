@@ -53,6 +53,7 @@ def test_python_dash_m_edged_help_lists_the_commands():
         (["detect", "x.jpg", "--min-size", "1.5"], "'1.5' must be at most 1"),
         (["detect", "x.jpg", "--max-faces", "2.5"], "'2.5' is not a whole number"),
         (["detect", "x.jpg", "--max-faces", "0"], "'0' must be at least 1"),
+        (["detect", "x.jpg", "--max-pixels", "0"], "'0' must be in 1..1073741824"),
     ],
 )
 def test_a_bad_number_on_the_command_line_is_a_usage_error_in_one_wording(argv, words, capsys):
