@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import json
 import os
+import re
 import socket
 import textwrap
 import tomllib
@@ -263,6 +265,87 @@ class HomeAssistantSettings(Section):
     )
 
 
+def _bind_address(value: str) -> str:
+    """An IP address to listen on (``0.0.0.0`` or ``::``: every interface), not a name."""
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError(
+            "must be an IP address to listen on, e.g. 127.0.0.1 (this machine only), "
+            "0.0.0.0 (every IPv4 interface) or ::"
+        ) from None
+
+
+def _host_name(value: str) -> str:
+    name = value.strip().lower().rstrip(".")
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*", name):
+        raise ValueError(f"{value!r} is not a host name (letters, digits, '-' and dots)")
+    return name
+
+
+BindAddress = Annotated[str, AfterValidator(_bind_address)]
+HostName = Annotated[str, AfterValidator(_host_name)]
+
+
+class HttpSettings(Section):
+    """The local web page: live view, state, events, stats, the privacy switch; its JSON
+    API (/api/state, /api/stats), /healthz and Prometheus /metrics. See README, Web page."""
+
+    enabled: bool = Field(True, description="Serve the page (only while edged run runs).")
+    bind: BindAddress = Field(
+        "127.0.0.1",
+        description="Address to listen on. The default is this machine only; any other "
+        "address needs a password (password_file or the http_password credential).",
+    )
+    port: int = Field(
+        8426, ge=0, le=65535, description="TCP port (0: any free port, logged at start)."
+    )
+    username: str = Field(
+        "edged", min_length=1, max_length=64, pattern=r"^[^:\s]+$",
+        description="User name for the page's password (HTTP basic auth).",
+    )  # fmt: skip
+    password: SecretStr | None = Field(
+        None, description="The page's password; prefer password_file or systemd credentials."
+    )
+    password_file: Path | None = Field(
+        None,
+        description="File holding the page's password. Without it, a systemd credential "
+        "named 'http_password' ($CREDENTIALS_DIRECTORY/http_password) is used if present.",
+    )
+    hostnames: list[HostName] = Field(
+        default_factory=list,
+        description="Extra host names the page answers to (e.g. 'edged.lan'), besides "
+        "localhost, this machine's name and IP addresses; others are refused (DNS rebinding).",
+    )
+    max_viewers: int = Field(3, ge=1, le=32, description="Live views at once; more get '503 busy'.")
+    stream_fps: float = Field(
+        5.0, gt=0, le=30, description="Highest frame rate of the live view (never above loop.fps)."
+    )
+    jpeg_quality: int = Field(75, ge=10, le=95, description="JPEG quality of the live view.")
+    request_timeout: float = Field(
+        10.0, ge=0.5, le=300, description="Drop a client that sends or reads nothing this long (s)."
+    )
+    cert_file: Path | None = Field(
+        None, description="TLS certificate (PEM) to serve HTTPS, for a LAN without a proxy."
+    )
+    key_file: Path | None = Field(None, description="The TLS certificate's private key (PEM).")
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> HttpSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        """Only this machine can connect."""
+        return ipaddress.ip_address(self.bind).is_loopback
+
+    @property
+    def tls(self) -> bool:
+        return self.cert_file is not None
+
+
 def _config_text(path: Path, data: bytes) -> str:
     """The file's text: UTF-8, as TOML requires (a leading BOM, as some editors add, is
     dropped); anything else is a `ConfigError` naming the file and the first bad byte."""
@@ -312,6 +395,7 @@ class Settings(BaseSettings):
     publish: PublishSettings = Field(default_factory=PublishSettings)
     smoothing: SmoothingSettings = Field(default_factory=SmoothingSettings)
     homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -133,7 +133,7 @@ def flush(pub: MqttPublisher, c: Collector) -> None:
     topic) waits for that.
     """
     token = uuid.uuid4().hex
-    pub.on_stats({"flush": token})
+    pub.on_stats({"flush": token, **pub.stats_fields()})  # as the service merges them
     c.wait_for(pub.topics.stats, lambda m: js(m).get("flush") == token)
 
 
@@ -254,7 +254,8 @@ def test_camera_and_stats_are_retained_with_broker_counters(
     t = pub.topics
     c = collector(broker, f"{t.base}/#")
     pub.on_camera(False, "video ended")
-    pub.on_stats({"fps": 4.97, "target_fps": 5.0, "uptime": 12.5})
+    # The service merges every StatsSource's fields into the one stats dict.
+    pub.on_stats({"fps": 4.97, "target_fps": 5.0, "uptime": 12.5, **pub.stats_fields()})
     cam = c.wait_for(t.camera, lambda m: m.text == "offline")
     stats = js(c.wait_for(t.stats))
     assert stats["fps"] == 4.97 and stats["broker_reconnects"] == 0

@@ -14,9 +14,11 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO, runtime_checkable
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edged.vision.pipeline import FrameResult
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,38 @@ class Output(Protocol):
 
     def stop(self) -> None:
         """Publish offline, disconnect; quick."""
+
+
+@runtime_checkable
+class ImageOutput(Protocol):
+    """An output that asked for the camera image itself (the MQTT snapshot, the live view).
+
+    ``on_image`` gets the frame only while detection is on; the image is the grabber's
+    buffer, valid during the call only: copy what you keep, and return quickly.
+    """
+
+    wants_images: bool
+
+    def on_image(self, image: np.ndarray, result: FrameResult, now: float) -> None: ...
+
+
+@runtime_checkable
+class StatsSource(Protocol):
+    """An output with counters of its own (the broker connection, the page's viewers).
+
+    The daemon merges them into every stats report, so every output reports the same
+    stats. Called from the loop thread; must be quick and must not block.
+    """
+
+    def stats_fields(self) -> dict[str, object]: ...
+
+
+@runtime_checkable
+class LiveOutput(Protocol):
+    """An output that shows the stats live (the web page): the daemon hands it a fresh
+    stats dict about once a second, besides the periodic ``on_stats`` report."""
+
+    def on_live_stats(self, stats: dict[str, object]) -> None: ...
 
 
 class JsonLinesOutput:

@@ -22,13 +22,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edged.daemon.inbox import CameraNews, DetectCommand, Inbox, ModelNews, ReloadCommand
-from edged.daemon.stats import Stats
+from edged.daemon.outputs import ImageOutput, LiveOutput, StatsSource
+from edged.daemon.stats import Mark, Stats
 from edged.daemon.ticker import Ticker
+from edged.redact import redact
 from edged.vision.pipeline import FrameResult, Pipeline
 
 if TYPE_CHECKING:
@@ -40,15 +42,6 @@ if TYPE_CHECKING:
     from edged.settings import LoopSettings
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class ImageOutput(Protocol):
-    """An output that asked for the camera image itself (the opt-in MQTT snapshot)."""
-
-    wants_images: bool
-
-    def on_image(self, image: np.ndarray, result: FrameResult, now: float) -> None: ...
 
 
 class Service:
@@ -88,6 +81,9 @@ class Service:
         self._pipeline_error_logged: str | bool | None = False
         self._on_frame: list[tuple[Output, Callable[[FrameResult | None, float], None]]] = []
         self._on_image: list[ImageOutput] = []
+        self._live: list[LiveOutput] = []
+        self._live_mark: Mark | None = None
+        self._stats_sources: list[StatsSource] = []
         self._wait_budget = 0.0
         self._ready = False  # READY=1 sent
         self._next_stats = 0.0
@@ -200,14 +196,16 @@ class Service:
             fps = f", {rate:.1f} fps"
         return f"{cam}, {mod}{fps}"
 
-    def _emit_stats(self, ticker: Ticker) -> None:
+    def _stats_dict(self, ticker: Ticker, mark: Mark | None = None) -> dict[str, object]:
+        """The stats every output gets: the loop's, the camera's, the model's, and what
+        outputs add of their own (`StatsSource`); texts redacted once, here, for all."""
         assert self.stats is not None
-        snap = self.stats.snapshot(self._clock(), ticker.skipped)
+        snap = self.stats.snapshot(self._clock(), ticker.skipped, mark)
         online, reason = self.camera
         capture = self.grabber.stats
         snap["camera"] = {
             "online": online,
-            "reason": reason,
+            "reason": redact(reason),
             "dropped": capture.dropped,
             "reconnects": capture.reconnects,
         }
@@ -215,9 +213,21 @@ class Service:
         snap["model"] = {
             "state": m.state if m else "no model",
             "version": m.version if m else None,
-            "error": m.error if m else None,
+            "error": redact(m.error) if m and m.error else None,
             "load_ms": round(m.load_ms, 1) if m and m.load_ms is not None else None,
+            "reloads": m.reloads if m else 0,
+            "failures": m.failures if m else 0,
         }
+        snap["detect"] = self.expression.detect
+        for source in self._stats_sources:
+            try:
+                snap.update(source.stats_fields())
+            except Exception:
+                self._output_failed(source, "stats_fields")
+        return snap
+
+    def _emit_stats(self, ticker: Ticker) -> None:
+        snap = self._stats_dict(ticker)
         lat = snap["latency_ms"]
         assert isinstance(lat, dict)
         log.info(
@@ -233,6 +243,17 @@ class Service:
             self.summary(with_fps=False),
         )
         self._each_output("on_stats", snap)
+
+    def _emit_live_stats(self, ticker: Ticker) -> None:
+        """About once a second, for outputs that show stats live (the web page)."""
+        if not self._live or self._live_mark is None:
+            return
+        snap = self._stats_dict(ticker, self._live_mark)
+        for out in self._live:
+            try:
+                out.on_live_stats(snap)
+            except Exception:
+                self._output_failed(out, "on_live_stats")
 
     # -- one tick -------------------------------------------------------------------------
 
@@ -313,6 +334,8 @@ class Service:
     def _start(self) -> None:
         self._on_frame = [(out, out.on_frame) for out in self.outputs]
         self._on_image = [o for o in self.outputs if isinstance(o, ImageOutput) and o.wants_images]
+        self._live = [o for o in self.outputs if isinstance(o, LiveOutput)]
+        self._stats_sources = [o for o in self.outputs if isinstance(o, StatsSource)]
         self._wait_budget = 0.5 / self.loop.fps
         self.model = self.store.load_now()
         self.inbox.clear()  # load_now's own change report: sent below, once
@@ -332,6 +355,7 @@ class Service:
         fps, duration = self.loop.fps, self.loop.duration
         start = self._clock()
         self.stats = Stats(fps, start)
+        self._live_mark = Mark(start)
         ticker = self._ticker = Ticker(fps, start)
         self._next_stats = start + self.loop.stats_interval
         end = start + duration if duration > 0 else float("inf")
@@ -371,8 +395,9 @@ class Service:
         stats = self.stats
         assert stats is not None
         now = self._clock()
-        if stats.recent.due(now) and stats.recent.sample(now, stats.frames):
-            changed = True
+        if stats.recent.due(now):
+            changed = stats.recent.sample(now, stats.frames) or changed
+            self._emit_live_stats(ticker)
         if not self._ready:
             self._ready = True
             notifier.ready(self.summary())

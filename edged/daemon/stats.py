@@ -11,15 +11,22 @@ import numpy as np
 class Ring:
     """The last ``size`` samples in a preallocated array: bounded memory, no per-frame list."""
 
-    __slots__ = ("_buf", "count")
+    __slots__ = ("_buf", "count", "total")
 
     def __init__(self, size: int = 512) -> None:
         self._buf = np.zeros(size, dtype=np.float64)
-        self.count = 0
+        self.count = 0  # every sample ever added
+        self.total = 0.0  # their sum (a Prometheus summary's _sum)
 
     def add(self, value: float) -> None:
         self._buf[self.count % self._buf.shape[0]] = value
         self.count += 1
+        self.total += value
+
+    def summary(self) -> dict[str, float | int | None]:
+        """p50 and p95 of the recent samples, and the count and sum of all of them."""
+        p50, p95 = self.percentiles(50, 95)
+        return {"p50": p50, "p95": p95, "count": self.count, "sum": round(self.total, 3)}
 
     def percentiles(self, *qs: float) -> list[float | None]:
         n = min(self.count, self._buf.shape[0])
@@ -77,6 +84,18 @@ class FrameRate:
         return changed
 
 
+class Mark:
+    """Where a reader's last snapshot left off, so rates cover the time since *its* last
+    look: the periodic report and the web page's live view each keep their own."""
+
+    __slots__ = ("cpu", "frames", "time")
+
+    def __init__(self, now: float, frames: int = 0) -> None:
+        self.time = now
+        self.frames = frames
+        self.cpu = time.process_time()
+
+
 class Stats:
     """Counters the loop keeps; `snapshot` turns them into the stats dict."""
 
@@ -93,26 +112,30 @@ class Stats:
         self.detect = Ring()
         self.classify = Ring()
         self.recent = FrameRate(now)  # for STATUS, from the first second
-        self._mark = (now, 0, time.process_time())
+        self.mark = Mark(now)  # the periodic report's
 
-    def snapshot(self, now: float, skipped: int) -> dict[str, object]:
-        since, frames_then, cpu_then = self._mark
+    def snapshot(self, now: float, skipped: int, mark: Mark | None = None) -> dict[str, object]:
+        """The stats dict; fps and CPU cover the time since ``mark`` (default: the periodic
+        report's), which moves to now."""
+        mark = mark or self.mark
         cpu_now = time.process_time()
-        wall = max(now - since, 1e-9)
-        self._mark = (now, self.frames, cpu_now)
-        p50, p95 = self.latency.percentiles(50, 95)
+        wall = max(now - mark.time, 1e-9)
+        fps = round((self.frames - mark.frames) / wall, 2)
+        cpu = round(100.0 * (cpu_now - mark.cpu) / wall, 1)
+        mark.time, mark.frames, mark.cpu = now, self.frames, cpu_now
+        latency = self.latency.summary()
         return {
-            "fps": round((self.frames - frames_then) / wall, 2),
+            "fps": fps,
             "target_fps": self.target_fps,
             "frames": self.frames,
             "ticks": self.ticks,
             "idle_ticks": self.idle_ticks,
             "skipped_ticks": skipped,
-            "latency_ms": {"p50": p50, "p95": p95},
+            "latency_ms": latency,
             "wait_ms": dict(zip(("p50", "p95"), self.wait.percentiles(50, 95), strict=True)),
-            "detect_ms": {"p50": self.detect.percentiles(50)[0]},
-            "classify_ms": {"p50": self.classify.percentiles(50)[0]},
-            "cpu_percent": round(100.0 * (cpu_now - cpu_then) / wall, 1),
+            "detect_ms": self.detect.summary(),
+            "classify_ms": self.classify.summary(),
+            "cpu_percent": cpu,
             "rss_mb": rss_mb(),
             "uptime_s": round(now - self.started, 1),
             "output_errors": self.output_errors,

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edged.credentials import read_password
 from edged.errors import BrokerError, ConfigError
 from edged.mqtt.messages import OFFLINE, Topics
-from edged.redact import register_secret
 
 if TYPE_CHECKING:
     from edged.settings import MqttSettings, Settings
@@ -56,23 +56,9 @@ def resolve_password(cfg: MqttSettings, environ: Mapping[str, str] = os.environ)
     Whatever it is, it is registered as a secret (`edged.redact`): no log line, error or
     payload shows it from then on.
     """
-    if cfg.password is not None:
-        password = cfg.password.get_secret_value()
-        register_secret(password)
-        return password
-    path = cfg.password_file
-    if path is None and environ.get("CREDENTIALS_DIRECTORY"):
-        cred = Path(environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        path = cred if cred.is_file() else None
-    if path is None:
-        return None
-    try:
-        password = path.read_text().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as e:
-        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise ConfigError(f"mqtt.password_file: cannot read {path}: {why}") from None
-    register_secret(password)
-    return password
+    return read_password(
+        "mqtt.password_file", cfg.password, cfg.password_file, CREDENTIAL_NAME, environ
+    )
 
 
 def describe_connack(reason: object) -> str:

@@ -7,24 +7,22 @@ the two in step.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from edged import __version__
+from edged.daemon import payloads
 from edged.daemon.outputs import NONE, ExpressionEvent, ExpressionReport
+from edged.daemon.payloads import encode, event_body, iso_time, state_body, stats_body
 
 if TYPE_CHECKING:
     from edged.settings import Settings
 from edged.vision.pipeline import FrameResult
 
+ON, OFF = payloads.ON, payloads.OFF  # the switch's words, as every output says them
 ONLINE = "online"
 OFFLINE = "offline"
-ON = "ON"
-OFF = "OFF"
 
 
 def check_topic(topic: str) -> str:
@@ -97,34 +95,14 @@ class Topics:
         return [self.availability, self.state, self.camera, self.stats, self.detect_state]
 
 
-def iso_time(wall: float) -> str:
-    """UTC ISO 8601 with milliseconds, the form Home Assistant's timestamp parsing takes."""
-    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
-
-
-def encode(obj: Mapping[str, object]) -> bytes:
-    """Compact JSON; non-finite floats (an LBPH distance can be inf) become null."""
-    return json.dumps(obj, separators=(",", ":"), default=_default).encode()
-
-
-def _default(o: object) -> object:
-    if hasattr(o, "item"):  # numpy scalars
-        return o.item()
-    raise TypeError(f"cannot encode {type(o).__name__}")
-
-
 def state_payload(report: ExpressionReport) -> bytes:
     """The retained ``state``: the daemon's debounced expression and how sure (0..1)."""
-    body = report.as_dict()
-    body["since"] = iso_time(report.since)
-    body["timestamp"] = iso_time(report.timestamp)
-    body["detect"] = ON if report.detect else OFF
-    return encode(body)
+    return encode(state_body(report))
 
 
 def event_payload(event: ExpressionEvent) -> bytes:
     """One ``event`` per change; not retained, so nothing stale replays."""
-    return encode({**event.as_dict(), "time": iso_time(event.time)})
+    return encode(event_body(event))
 
 
 def detections_payload(result: FrameResult, wall: float) -> bytes:
@@ -139,12 +117,8 @@ def detections_payload(result: FrameResult, wall: float) -> bytes:
 
 
 def stats_payload(stats: Mapping[str, object], wall: float) -> bytes:
-    """The service's counters plus the broker's; floats rounded for people to read."""
-    out: dict[str, object] = {}
-    for k, v in stats.items():
-        out[k] = round(v, 3) if isinstance(v, float) and math.isfinite(v) else v
-    out["timestamp"] = iso_time(wall)
-    return encode(out)
+    """The service's counters (the broker's among them); floats rounded for people to read."""
+    return encode(stats_body(stats, wall))
 
 
 # -- Home Assistant discovery --------------------------------------------------------

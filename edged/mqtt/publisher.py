@@ -178,14 +178,16 @@ class MqttPublisher:
             if self._connected:
                 self._send_all(msgs, retain=True)
 
-    def on_stats(self, stats: dict[str, object]) -> None:
-        ours: dict[str, object] = {
-            **stats,
+    def stats_fields(self) -> dict[str, object]:
+        """The broker's part of every stats report (`StatsSource`): every output shows it."""
+        return {
             "broker_connected": self._connected,
             "broker_reconnects": self.reconnects,
             "mqtt_dropped": self.dropped,
         }
-        self._publish_retained(self.topics.stats, stats_payload(ours, self._wall()))
+
+    def on_stats(self, stats: dict[str, object]) -> None:
+        self._publish_retained(self.topics.stats, stats_payload(stats, self._wall()))
 
     def stop(self) -> None:
         """Retained ``offline`` (waited for, briefly), then disconnect and end the thread."""
