@@ -56,6 +56,10 @@ class BrokerError(EdgedError):
     """The MQTT broker refused us or cannot be reached."""
 
 
+class ListenError(EdgedError):
+    """The web page's address cannot be listened on (port taken, address not here)."""
+
+
 class InputMissing(EdgedError):
     """An input path that does not exist (exit 66, like a missing model)."""
 
@@ -86,6 +90,7 @@ _STATUS: tuple[tuple[type[EdgedError], ExitStatus], ...] = (
     (InputMissing, ExitStatus.NOINPUT),
     (CameraError, ExitStatus.UNAVAILABLE),
     (BrokerError, ExitStatus.UNAVAILABLE),
+    (ListenError, ExitStatus.UNAVAILABLE),
 )
 
 

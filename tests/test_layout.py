@@ -6,7 +6,9 @@
   commands; training nothing of the daemon, MQTT or the commands; the daemon nothing of
   MQTT, the commands or training; MQTT takes from the daemon only `edged.daemon.outputs`
   (the Output protocol and the values the daemon hands its outputs) and
-  `edged.daemon.workers` (its network thread is supervised like every other);
+  `edged.daemon.workers` (its network thread is supervised like every other) and
+  `edged.daemon.payloads` (the JSON bodies every output shares); the web page the same,
+  and nothing of MQTT (MQTT nothing of the web page);
 - imports sit at the top of a module, unless a ``noqa: PLC0415`` comment says why.
 
 Each test runs once per file, so a failure names the file and lists every offending line.
@@ -187,21 +189,33 @@ def test_training_imports_nothing_from_the_daemon_mqtt_or_commands(path: Path):
 
 @pytest.mark.parametrize("path", _sources("daemon"), ids=_ids(_sources("daemon")))
 def test_daemon_imports_nothing_from_mqtt_commands_or_training(path: Path):
-    bad = _offending(path, ("edged.mqtt", "edged.commands", "edged.training"))
+    bad = _offending(path, ("edged.mqtt", "edged.web", "edged.commands", "edged.training"))
     assert not bad, (
         "the daemon knows outputs only through edged.daemon.outputs; these point the "
         "wrong way:\n" + "\n".join(bad)
     )
 
 
+OUTPUT_ALLOWED = ("edged.daemon.outputs", "edged.daemon.workers", "edged.daemon.payloads")
+
+
 @pytest.mark.parametrize("path", _sources("mqtt"), ids=_ids(_sources("mqtt")))
 def test_mqtt_imports_of_the_daemon_only_its_output_protocol_and_workers(path: Path):
-    allowed = ("edged.daemon.outputs", "edged.daemon.workers")
-    bad = _offending(path, ("edged.daemon", "edged.commands"), allowed=allowed)
+    bad = _offending(path, ("edged.daemon", "edged.commands", "edged.web"), allowed=OUTPUT_ALLOWED)
     assert not bad, (
-        "MQTT may use edged.daemon.outputs (the protocol and its values) and "
-        "edged.daemon.workers (supervised threads), nothing else of the daemon and nothing "
-        "of the commands:\n" + "\n".join(bad)
+        "MQTT may use edged.daemon.outputs (the protocol and its values), "
+        "edged.daemon.payloads (the shared JSON bodies) and edged.daemon.workers (supervised "
+        "threads), nothing else of the daemon and nothing of the commands or the web page:\n"
+        + "\n".join(bad)
+    )
+
+
+@pytest.mark.parametrize("path", _sources("web"), ids=_ids(_sources("web")))
+def test_web_imports_of_the_daemon_only_its_output_protocol_and_workers(path: Path):
+    bad = _offending(path, ("edged.daemon", "edged.commands", "edged.mqtt"), allowed=OUTPUT_ALLOWED)
+    assert not bad, (
+        "the web page is an output like MQTT: edged.daemon.outputs, payloads and workers, "
+        "nothing else of the daemon, nothing of the commands or of MQTT:\n" + "\n".join(bad)
     )
 
 

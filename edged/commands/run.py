@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
+import ssl
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from edged.arguments import number
+from edged.credentials import read_password
 from edged.daemon.capture import FrameGrabber
 from edged.daemon.expression import Expression
 from edged.daemon.inbox import Inbox
@@ -21,13 +26,21 @@ from edged.daemon.notify import Notifier
 from edged.daemon.outputs import JsonLinesOutput, Output
 from edged.daemon.service import Service
 from edged.daemon.smoothing import Smoother, SmoothingConfig
+from edged.errors import ConfigError, ListenError
 from edged.logs import setup_logging
 from edged.mqtt.client import make_client
 from edged.mqtt.publisher import MqttPublisher
-from edged.settings import Settings, load_settings
+from edged.settings import HttpSettings, Settings, load_settings
 from edged.vision.detector import DetectorConfig, FaceDetector
 from edged.vision.pipeline import Pipeline
 from edged.vision.tracker import TrackConfig
+from edged.web.app import PageApp, load_assets
+from edged.web.board import Board
+from edged.web.metrics import make_registry
+from edged.web.output import WebOutput
+from edged.web.security import FailureLimiter, HostCheck
+from edged.web.server import PageServer
+from edged.web.stream import LiveView
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +60,8 @@ examples:
 
 
 _positive = number(float, above=0.0)
+HTTP_CREDENTIAL = "http_password"  # systemd LoadCredential=http_password:/etc/...
+EXTRA_CONNECTIONS = 8  # besides the live views: the page's polls, /metrics, /healthz
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -127,6 +142,82 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return out
 
 
+def web_password(h: HttpSettings, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The page's password; a `ConfigError` when the page would be open to the network
+    without one (a camera must never be one URL away from anyone on the LAN)."""
+    password = read_password(
+        "http.password_file", h.password, h.password_file, HTTP_CREDENTIAL, environ
+    )
+    if password == "":
+        raise ConfigError("http: the password is empty")
+    if h.enabled and not h.loopback and password is None:
+        raise ConfigError(
+            f"http.bind = {h.bind!r} opens the page (a live camera view) to the network: "
+            f"set http.password_file (or the {HTTP_CREDENTIAL} systemd credential), or "
+            "bind to 127.0.0.1 and reach it with 'ssh -L 8426:localhost:8426 <this host>'"
+        )
+    return password
+
+
+def _tls_context(h: HttpSettings) -> ssl.SSLContext | None:
+    if h.cert_file is None or h.key_file is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(h.cert_file, h.key_file)
+    except (OSError, ssl.SSLError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"http.cert_file/key_file: cannot load {h.cert_file}: {why}") from None
+    return ctx
+
+
+def build_web(settings: Settings, inbox: Inbox) -> WebOutput:
+    """The web page: settings checked, the port bound (so a taken port fails at start)."""
+    h = settings.http
+    password = web_password(h)
+    tls = _tls_context(h)
+    if password is not None and not h.loopback and tls is None:
+        log.warning(
+            "web page: the password goes over the network unencrypted (http.bind = %s "
+            "without TLS): set http.cert_file and key_file, or use a reverse proxy or ssh -L",
+            h.bind,
+        )
+    board = Board(settings.loop.fps)
+    view = LiveView(
+        h.max_viewers,
+        min(h.stream_fps, settings.loop.fps),
+        h.jpeg_quality,
+        on_fatal=inbox.worker_failed,
+    )
+    app = PageApp(
+        board=board,
+        view=view,
+        hosts=HostCheck.for_machine(socket.gethostname(), h.hostnames),
+        limiter=FailureLimiter(),
+        username=h.username,
+        password=password,
+        assets=load_assets(),
+        registry=make_registry(board),
+    )
+    try:
+        server = PageServer(
+            (h.bind, h.port),
+            app,
+            max_connections=h.max_viewers + EXTRA_CONNECTIONS,
+            timeout=h.request_timeout,
+            tls=tls,
+        )
+    except OSError as e:
+        raise ListenError(
+            f"web page: cannot listen on {h.bind} port {h.port}: {e.strerror or e} "
+            "(another program on that port? set http.port, or http.enabled = false)"
+        ) from None
+    port = server.server_address[1]
+    host = "localhost" if h.loopback else socket.gethostname()
+    url = f"{'https' if tls else 'http'}://{host}:{port}/"
+    return WebOutput(app, server, url=url, on_fatal=inbox.worker_failed)
+
+
 def build_outputs(settings: Settings, inbox: Inbox) -> list[Output]:
     """The outputs ``edged run`` feeds, from settings (the one place outputs are made)."""
     outputs: list[Output] = []
@@ -135,6 +226,8 @@ def build_outputs(settings: Settings, inbox: Inbox) -> list[Output]:
     if settings.mqtt.enabled:
         client = make_client(settings, will=True)
         outputs.append(MqttPublisher(settings, client, on_fatal=inbox.worker_failed))
+    if settings.http.enabled:
+        outputs.append(build_web(settings, inbox))
     return outputs
 
 
