@@ -13,22 +13,37 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 
-def host_name(header: str | None) -> str | None:
-    """The host of a ``Host`` header, without port, lower case; None if malformed."""
+
+def split_host(header: str | None) -> tuple[str, str] | None:
+    """A ``Host`` header (or an origin's host) as (host, port): lower case, the host
+    without brackets or trailing dot, the port "" when absent; None if malformed."""
     if not header:
         return None
     h = header.strip().lower()
     if h.startswith("["):  # [::1]:8426
         end = h.find("]")
-        if end < 0 or (h[end + 1 :] and not h[end + 1 :].startswith(":")):
+        if end < 0:
             return None
-        return h[1:end]
-    if h.count(":") == 1:
-        h, _, port = h.partition(":")
-        if not port.isdigit():
+        name, rest = h[1:end], h[end + 1 :]
+        if rest and not rest.startswith(":"):
             return None
-    return h.rstrip(".") or None
+        port = rest[1:]
+    elif h.count(":") == 1:
+        name, _, port = h.partition(":")
+    else:
+        name, port = h, ""
+    if port and not port.isdigit():
+        return None
+    name = name.rstrip(".")
+    return (name, port) if name else None
+
+
+def host_name(header: str | None) -> str | None:
+    """The host of a ``Host`` header, without port, lower case; None if malformed."""
+    parts = split_host(header)
+    return parts[0] if parts is not None else None
 
 
 def is_ip(name: str) -> bool:
@@ -79,9 +94,15 @@ def same_site(method: str, headers: Headers, host: str | None) -> bool:
     origin = headers.get("Origin")
     if origin is None:
         return True
-    if origin == "null" or "://" not in origin:
+    scheme, sep, rest = origin.partition("://")
+    default = DEFAULT_PORTS.get(scheme.lower())
+    if not sep or default is None:  # "null" (a sandboxed frame, a file), or not the web
         return False
-    return host_name(origin.split("://", 1)[1].split("/", 1)[0]) == host_name(host)
+    theirs, ours = split_host(rest.split("/", 1)[0]), split_host(host)
+    if theirs is None or ours is None:
+        return False
+    # Same origin: same host and same port (another port of this host is another site).
+    return theirs[0] == ours[0] and (theirs[1] or default) == (ours[1] or default)
 
 
 def check_basic(header: str | None, username: str, password: str) -> bool:
