@@ -67,6 +67,7 @@ class Daemon:
         self.config.write_text("\n".join(lines) + "\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
         env["PYTHONUNBUFFERED"] = "1"
+        env["EDGED_HTTP__PORT"] = "0"  # the page on a free port: two daemons may run at once
         self.log = tmp / f"{device}.log"
         self._log = self.log.open("w")
         self.proc = subprocess.Popen(

@@ -48,6 +48,7 @@ class Daemon:
             for k, v in os.environ.items()
             if not k.startswith("EDGED_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")
         }
+        full_env["EDGED_HTTP__PORT"] = "0"  # the page on a free port of its own
         full_env.update(env or {})
         self.stderr_path = tmp_path / f"stderr-{time.monotonic_ns()}.log"
         self._stderr = self.stderr_path.open("w")

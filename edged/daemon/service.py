@@ -15,6 +15,7 @@ built by the composition root (`edged.commands.run`); ``Service.__init__`` only 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -42,6 +43,13 @@ if TYPE_CHECKING:
     from edged.settings import LoopSettings
 
 log = logging.getLogger(__name__)
+
+
+def _redacted(status: ModelStatus) -> ModelStatus:
+    """The model's error text as every output may show it (a path can hold anything)."""
+    if not status.error:
+        return status
+    return dataclasses.replace(status, error=redact(status.error))
 
 
 class Service:
@@ -145,13 +153,15 @@ class Service:
         changed = False
         for news in self.inbox.drain():
             if isinstance(news, CameraNews):
-                self.camera = (news.online, news.reason)
+                # Redacted once, here, for every output and the STATUS line.
+                self.camera = (news.online, redact(news.reason))
                 self._camera_reported = True
-                self._each_output("on_camera", news.online, news.reason)
+                self._each_output("on_camera", *self.camera)
             elif isinstance(news, ModelNews):
-                self.model = news.status
-                self.expression.set_model(news.status.version)
-                self._each_output("on_model", news.status)
+                status = _redacted(news.status)
+                self.model = status
+                self.expression.set_model(status.version)
+                self._each_output("on_model", status)
             elif isinstance(news, DetectCommand):
                 self._switch(news.on, news.source)
             elif isinstance(news, ReloadCommand):
@@ -197,15 +207,15 @@ class Service:
         return f"{cam}, {mod}{fps}"
 
     def _stats_dict(self, ticker: Ticker, mark: Mark | None = None) -> dict[str, object]:
-        """The stats every output gets: the loop's, the camera's, the model's, and what
-        outputs add of their own (`StatsSource`); texts redacted once, here, for all."""
+        """The stats every output gets: the loop's, the camera's, the model's (their texts
+        redacted as they arrived), and what outputs add of their own (`StatsSource`)."""
         assert self.stats is not None
         snap = self.stats.snapshot(self._clock(), ticker.skipped, mark)
         online, reason = self.camera
         capture = self.grabber.stats
         snap["camera"] = {
             "online": online,
-            "reason": redact(reason),
+            "reason": reason,
             "dropped": capture.dropped,
             "reconnects": capture.reconnects,
         }
@@ -213,7 +223,7 @@ class Service:
         snap["model"] = {
             "state": m.state if m else "no model",
             "version": m.version if m else None,
-            "error": redact(m.error) if m and m.error else None,
+            "error": m.error if m else None,
             "load_ms": round(m.load_ms, 1) if m and m.load_ms is not None else None,
             "reloads": m.reloads if m else 0,
             "failures": m.failures if m else 0,
@@ -337,7 +347,7 @@ class Service:
         self._live = [o for o in self.outputs if isinstance(o, LiveOutput)]
         self._stats_sources = [o for o in self.outputs if isinstance(o, StatsSource)]
         self._wait_budget = 0.5 / self.loop.fps
-        self.model = self.store.load_now()
+        self.model = _redacted(self.store.load_now())
         self.inbox.clear()  # load_now's own change report: sent below, once
         self.expression.set_model(self.model.version)
         for out in self.outputs:
