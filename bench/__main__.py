@@ -3,7 +3,8 @@
 Everything is timed as CPU time of this one thread (``cv2.setNumThreads(1)``), with the
 workshop and edged interleaved in short blocks (a clip, a round of faces), so load from
 other processes on the machine inflates both sides alike. Medians and 95th percentiles;
-ratios of medians. ``python -m bench soak`` is the daemon soak (see bench/soak.py).
+ratios of medians. ``python -m bench soak`` is the daemon soak (see bench/soak.py);
+the web page's CPU cost (bench/web.py) is a table of its own, also ``python -m bench web``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench import capture, frames, reload, soak
+from bench import capture, frames, reload, soak, web
 from bench.workshop import Workshop, workshop_pipeline
 from edged.training import fitting
 from edged.training.datasets import load_dataset, person_of
@@ -93,6 +94,7 @@ class Results:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     accuracy: list[str] = field(default_factory=list)
+    web: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         head = ["what", "workshop median (p95)", "edged median (p95)", "speed-up", "target", ""]
@@ -516,6 +518,8 @@ def run(args: argparse.Namespace) -> int:
     sizes = [s for s in args.sizes if not args.quick or s <= 1000]
     time_classify(res, sizes, wset, eset, samples, 2 if args.quick else 6)
     res.rows += [Row(**r) for r in reload.rows(reload.measure(20.0 if args.quick else 150.0))]
+    quick = (web.QUICK_WINDOW, web.QUICK_WARMUP)
+    res.web = web.table(web.measure(*(quick if args.quick else (web.WINDOW, web.WARMUP))))
     if args.folds:
         accuracy(res, faces, args.folds)
     load1 = os.getloadavg()
@@ -541,6 +545,8 @@ def run(args: argparse.Namespace) -> int:
             *res.accuracy,
         ]
     out += ["", *[f"- {n}" for n in res.notes]]
+    if res.web:
+        out += ["", *res.web]
     text = "\n".join(out)
     print(text)
     if args.out:
@@ -588,12 +594,13 @@ def build_parser() -> argparse.ArgumentParser:
     soak.register(sub)
     reload.register(sub)
     capture.register(sub)
+    web.register(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.cmd in ("soak", "capture", "reload"):
+    if args.cmd in ("soak", "capture", "reload", "web"):
         return args.func(args)
     return run(args)
 

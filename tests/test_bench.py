@@ -36,6 +36,7 @@ def test_workshop_model_written_by_the_bench_loads_in_edged_as_a_workshop_model(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # the whole bench, shrunk: ~35 s here, plus ~25 s of live daemons
 def test_bench_quick_run_prints_the_comparison_table(tmp_path, capsys):
     out = tmp_path / "results.md"
     rc = main(
@@ -67,10 +68,17 @@ def test_bench_quick_run_prints_the_comparison_table(tmp_path, capsys):
         line = next(ln for ln in text.splitlines() if ln.startswith(row))
         assert "x |" in line, f"no ratio in {line!r}"
     assert f"OpenCV {cv2.__version__}" in text
+    # The web page's CPU table: real daemons, one watched by a viewer that got pictures.
+    assert "Web page: daemon CPU" in text
+    watched = next(ln for ln in text.splitlines() if ln.startswith("| page on, 1 viewer |"))
+    cells = [c.strip() for c in watched.strip("|").split("|")]
+    assert all(float(fps) > 0 for fps in cells[3].split(",")), watched  # each viewer's rate
+    assert cells[-1] in ("PASS", "OVER"), watched
 
 
-def test_bench_help_names_the_soak(capsys):
+def test_bench_help_names_the_soak_and_the_web_page(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0
-    assert "soak" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "soak" in out and "web" in out
