@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   := build/demo
 
-.PHONY: all demo test test-fast bench bench-soak lint typecheck check clean install uninstall
+.PHONY: all demo demo-serve test test-fast bench bench-soak lint typecheck check clean install uninstall
 
 all: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml tools/system-deps
 
 demo: $(STAMP)
 	$(PY) -m edged demo --workdir $(DEMO)
+
+# The same, the clip looping and the web page up (http://localhost:8426/) until Ctrl-C.
+demo-serve: $(STAMP)
+	$(PY) -m edged demo --workdir $(DEMO) --serve
 
 test: $(STAMP)
 	@tools/system-deps --test
