@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from edged.settings import load_settings
+from edged.settings import HttpSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "edged.service"
@@ -86,6 +86,54 @@ def test_unit_passes_systemd_analyze_verify_without_warnings(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "", proc.stderr
+
+
+def web_page_drop_in() -> list[str]:
+    """The drop-in lines the unit's comments give for opening the web page to the LAN."""
+    text = UNIT.read_text()
+    block = text[text.index("# --- the web page") :].split("\n\n", 1)[0]
+    return [m[1] for m in re.finditer(r"(?m)^#  (\w+=\S.*)$", block)]
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+def test_the_units_web_page_drop_in_is_valid_and_keeps_exposure_at_most_1_5(tmp_path):
+    """The listener needs nothing the unit does not grant (AF_INET is there for the
+    broker); the documented LAN drop-in (its password and TLS key as credentials) is
+    accepted by systemd and loosens nothing."""
+    lines = web_page_drop_in()
+    assert "LoadCredential=http_password:/etc/edged/http_password" in lines
+    text = UNIT.read_text().replace("/opt/edged/bin/edged", "/bin/true")
+    unit = tmp_path / "edged.service"
+    unit.write_text(text.replace("[Install]", "\n".join(lines) + "\n\n[Install]"))
+    verify = subprocess.run(
+        [ANALYZE, "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    security = subprocess.run(
+        [ANALYZE, "security", "--offline=true", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout)
+    assert m and float(m[1]) <= 1.5, security.stdout
+
+
+def test_unit_lets_the_daemon_listen_on_ip_without_a_capability():
+    svc = unit_settings()["Service"]
+    families = svc["RestrictAddressFamilies"][0].split()
+    assert {"AF_INET", "AF_INET6"} <= set(families)  # the page's socket, as the broker's
+    assert "PrivateNetwork" not in svc  # 127.0.0.1 would be the sandbox's own
+    # No IP filter by default: it would also have to name the broker (README, The sandbox).
+    assert "IPAddressDeny" not in svc and "SocketBindDeny" not in svc
+    # The page's default port needs no CAP_NET_BIND_SERVICE, which the unit withholds.
+    assert HttpSettings().port >= 1024
+    assert svc["CapabilityBoundingSet"] == [""]
 
 
 def test_unit_is_notify_with_watchdog_reload_and_bounded_restarts():
