@@ -14,6 +14,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from edged.web.security import check_basic, same_site
 
 if TYPE_CHECKING:
     from edged.web.app import PageApp
+    from edged.web.stream import LiveView
 
 log = logging.getLogger(__name__)
 
@@ -246,17 +248,17 @@ class PageHandler(BaseHTTPRequestHandler):
         finally:
             view.leave()
 
-    def _parts(self, view: Any) -> None:
+    def _parts(self, view: LiveView) -> None:
+        timeout = self.server.conn_timeout
         seq = -1
-        idle = 0.0
+        last = time.monotonic()  # when the viewer last got a picture (or joined)
         while not view.stopping:
-            seq, jpeg = view.next_jpeg(seq, 1.0)
-            if jpeg is None:
-                idle += 1.0
-                if idle >= self.server.conn_timeout:
+            seq, jpeg = view.next_jpeg(seq, min(1.0, timeout))
+            if jpeg is None:  # after a wait, or at once (the first call, a blank)
+                if time.monotonic() - last >= timeout:
                     return  # no picture for a while: end; the page reconnects when there is
                 continue
-            idle = 0.0
+            last = time.monotonic()
             head = (
                 f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
             ).encode()
