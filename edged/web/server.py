@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 4096  # bytes: the only body edged takes is {"on": true}
+# The kernel's send buffer for a live view (it doubles it): without a bound, Linux grows it
+# up to net.ipv4.tcp_wmem's maximum (4 MB), so a viewer that stops reading would be sent
+# minutes of frames before a write blocks and request_timeout can drop it.
+STREAM_SNDBUF = 128 * 1024
 BOUNDARY = "edgedframe"
 SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
@@ -237,6 +241,7 @@ class PageHandler(BaseHTTPRequestHandler):
             return
         try:
             self.close_connection = True
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
             self.send_response(HTTPStatus.OK)
             for name, value in SECURITY_HEADERS:
                 self.send_header(name, value)
