@@ -261,7 +261,8 @@ class PageHandler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
             self.end_headers()
-            self._parts(view)
+            if self.command != "HEAD":  # HEAD: the headers only, never a body
+                self._parts(view)
         except (OSError, ValueError):  # the viewer went away, or stopped reading
             pass
         finally:
