@@ -151,10 +151,11 @@ def web_password(h: HttpSettings, environ: Mapping[str, str] = os.environ) -> st
     if password == "":
         raise ConfigError("http: the password is empty")
     if h.enabled and not h.loopback and password is None:
+        port = h.port or "PORT"  # 0: any free port, logged at start
         raise ConfigError(
             f"http.bind = {h.bind!r} opens the page (a live camera view) to the network: "
             f"set http.password_file (or the {HTTP_CREDENTIAL} systemd credential), or "
-            "bind to 127.0.0.1 and reach it with 'ssh -L 8426:localhost:8426 <this host>'"
+            f"bind to 127.0.0.1 and reach it with 'ssh -L {port}:localhost:{port} <this host>'"
         )
     return password
 
