@@ -72,7 +72,7 @@ def test_bench_quick_run_prints_the_comparison_table(tmp_path, capsys):
     assert "Web page: daemon CPU" in text
     watched = next(ln for ln in text.splitlines() if ln.startswith("| page on, 1 viewer |"))
     cells = [c.strip() for c in watched.strip("|").split("|")]
-    assert all(float(fps) > 0 for fps in cells[3].split(",")), watched  # each viewer's rate
+    assert float(cells[3].split()[0].split("-")[0]) > 0, watched  # the slowest viewer's rate
     assert cells[-1] in ("PASS", "OVER"), watched
 
 
