@@ -100,10 +100,20 @@ def face_video(tmp_path: Path) -> Callable[..., tuple[Path, list[np.ndarray]]]:
     return make
 
 
+@pytest.fixture(autouse=True)
+def _web_page_on_any_free_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every daemon a test starts serves its page on a free port of its own (``port 0``),
+    never the documented 8426 that a daemon on this machine may hold."""
+    monkeypatch.setenv("EDGED_HTTP__PORT", "0")
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No EDGED_* or NOTIFY_SOCKET from the developer's shell leaks into a test."""
+    """No EDGED_* or NOTIFY_SOCKET from the developer's shell leaks into a test (the
+    page's free port, set by the fixture above, stays)."""
     for key in list(os.environ):
+        if key == "EDGED_HTTP__PORT":
+            continue
         if key.startswith("EDGED_") or key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM"):
             monkeypatch.delenv(key, raising=False)
 
