@@ -162,7 +162,7 @@ def relay_log(stream: IO[str], seen: Seen, until: str) -> None:
             url = PAGE_URL.search(line)
             if url and seen.url is None:
                 seen.url = url[1]
-                _say(f"the web page: {seen.url}  (live view, state, stats) {until}")
+                _say(f"the web page: {seen.url} (live view, state, stats) {until}")
         if passing:
             sys.stderr.write(line)
             sys.stderr.flush()
