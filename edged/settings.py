@@ -588,7 +588,9 @@ def example_toml() -> str:
         for key, info in cls.model_fields.items():
             for line in textwrap.wrap(info.description or "", 86):
                 lines.append(f"# {line}")
-            if info.default_factory is not None:
+            if info.default_factory is list:
+                lines.append(f"# {key} = []")
+            elif info.default_factory is not None:
                 lines.append(f"# {key} = (computed on this machine)")
             elif info.default is None:
                 lines.append(f"# {key} = (not set)")

@@ -781,6 +781,57 @@ def test_a_client_that_sends_nothing_is_disconnected_after_request_timeout(page)
         assert closed_by_server(s)
 
 
+@shared
+def test_a_client_dripping_a_request_byte_by_byte_is_dropped_after_request_timeout(page):
+    # One byte every 0.3 s keeps every single read under the 1 s timeout; the deadline
+    # covers the whole request, so the server still closes it within a few seconds.
+    request_bytes = b"GET /api/state HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 200
+    with socket.create_connection(("127.0.0.1", page.port), timeout=LIVENESS) as s:
+        start = time.monotonic()
+        closed = False
+        for byte in request_bytes:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            s.settimeout(0.3)
+            try:
+                if s.recv(1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                closed = True
+                break
+        assert closed, "the server kept a dripping client for the whole request"
+        assert time.monotonic() - start < SHORT
+
+
+@shared
+def test_a_live_view_ends_when_detection_is_switched_off_and_frees_its_slot(quiet_page):
+    page = quiet_page
+    with streams() as opened:
+        opened.append(view := Stream(page.port))
+        view.wait_frames(1)
+        assert wait_until(lambda: viewers(page.port) == 1, LIVENESS)
+        try:
+            assert detect(page, False).status == 202
+            assert view.ended.wait(LIVENESS), "the stream went on with detection off"
+            assert wait_until(lambda: viewers(page.port) == 0, LIVENESS)
+        finally:
+            detect(page, True)
+            assert wait_until(lambda: picture(page.port), LIVENESS)
+
+
+@shared
+def test_the_icon_is_served_and_the_server_header_names_no_versions(page):
+    icon = request(page.port, "GET", "/favicon.ico")
+    assert icon.status == 200 and icon.headers["Content-Type"] == "image/svg+xml"
+    assert request(page.port, "GET", "/healthz", auth=None).headers["Server"] == "edged"
+
+
 def still_open(s: socket.socket) -> bool:
     """Whether ``s`` is open now (a look, no wait)."""
     timeout = s.gettimeout()
@@ -1130,6 +1181,11 @@ def test_a_bad_tls_key_exits_78_naming_the_cert_and_key_settings(daemons, tmp_pa
     lines = d.lines()
     assert len(lines) == 1, lines
     assert "http.cert_file/key_file" in lines[0]
+    check = daemons("badkey-check", {"http": {"cert_file": files.server_cert,
+                                               "key_file": key_file}},
+                    command=("config", "check"))  # fmt: skip
+    assert check.wait() == 78, check.log()
+    assert "http.cert_file/key_file" in check.log()
 
 
 # -- 13. a taken port -------------------------------------------------------------------------

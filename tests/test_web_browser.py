@@ -174,8 +174,8 @@ def open_page(browser: Browser, daemon: Daemon, viewport: dict[str, int]) -> Tab
     tab = Tab(page)
 
     def console(msg: ConsoleMessage) -> None:
-        # Chromium asks every site for /favicon.ico; the page has none (a 404).
-        if msg.type == "error" and not msg.location.get("url", "").endswith("/favicon.ico"):
+        # Any console error fails the test (the icon Chromium asks every site for included).
+        if msg.type == "error":
             tab.errors.append(f"console: {msg.text} ({msg.location.get('url')})")
 
     page.on("console", console)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edged.commands.run import web_password
+from edged.commands.run import tls_context, web_password
 from edged.errors import ExitStatus, RedactingArgumentParser
 from edged.settings import dump_toml, example_toml, load_settings
 
@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)  # ConfigError -> exit 78, every bad field named
     web_password(settings.http)  # a page open to the network without a password: exit 78
+    tls_context(settings.http)  # a certificate or key that does not load: exit 78
     source = f"{args.config}" if args.config else "defaults (no --config)"
     print(f"# effective settings: {source} + EDGED_* environment; secrets masked")
     print(dump_toml(settings))

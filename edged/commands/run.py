@@ -160,7 +160,7 @@ def web_password(h: HttpSettings, environ: Mapping[str, str] = os.environ) -> st
     return password
 
 
-def _tls_context(h: HttpSettings) -> ssl.SSLContext | None:
+def tls_context(h: HttpSettings) -> ssl.SSLContext | None:
     if h.cert_file is None or h.key_file is None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -176,7 +176,7 @@ def build_web(settings: Settings, inbox: Inbox) -> WebOutput:
     """The web page: settings checked, the port bound (so a taken port fails at start)."""
     h = settings.http
     password = web_password(h)
-    tls = _tls_context(h)
+    tls = tls_context(h)
     if password is not None and not h.loopback and tls is None:
         log.warning(
             "web page: the password goes over the network unencrypted (http.bind = %s "

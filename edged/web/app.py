@@ -28,6 +28,7 @@ ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/favicon.ico": ("icon.svg", "image/svg+xml"),  # asked for by every browser
 }
 
 Route = Callable[[PageHandler], None]

@@ -9,6 +9,7 @@ file system) and the checks of `edged.web.security` before any route runs.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import socket
@@ -116,18 +117,62 @@ class PageServer(ThreadingHTTPServer):
                 s.shutdown(socket.SHUT_RDWR)
 
 
+class _DeadlineSocket(io.RawIOBase):
+    """The connection's reading side with one deadline for a whole request: every receive
+    waits only for what is left of it, so a client dripping a byte at a time is dropped
+    as surely as a silent one."""
+
+    def __init__(self, sock: socket.socket, limit: float) -> None:
+        self.sock = sock
+        self.limit = limit
+        self.deadline = float("inf")
+
+    def readable(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        self.deadline = time.monotonic() + self.limit
+
+    def done(self) -> None:
+        """The request is in: from now on each write has its own ``limit`` again."""
+        self.deadline = float("inf")
+        self.sock.settimeout(self.limit)
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request took longer than http.request_timeout")
+        self.sock.settimeout(min(left, self.limit))
+        return self.sock.recv_into(buffer)
+
+
 class PageHandler(BaseHTTPRequestHandler):
     """Checks, then one of a fixed set of routes (`PageApp.routes`)."""
 
     server: PageServer
-    server_version = "edged"
-    sys_version = ""  # no Python version in the Server header
     protocol_version = "HTTP/1.1"
     _body_unread = False  # the request has a body no route has read (see _finish_headers)
 
     def setup(self) -> None:
         self.timeout = self.server.conn_timeout  # type: ignore[misc]  # per server, not class
         super().setup()
+        self.rfile.close()
+        self._reading = _DeadlineSocket(self.connection, self.server.conn_timeout)
+        self.rfile = io.BufferedReader(self._reading)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # The request (body included) is in: each write has its own timeout again.
+        self._reading.done()
+        super().send_response(code, message)
+
+    def version_string(self) -> str:
+        return "edged"  # no Python or library version in the Server header
+
+    def handle_one_request(self) -> None:
+        # One deadline for the whole request (line, headers, body), not one per read: a
+        # client dripping a byte a second would otherwise hold its thread for ever.
+        self._reading.start()
+        super().handle_one_request()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.client_address[0], format % args)
@@ -275,6 +320,8 @@ class PageHandler(BaseHTTPRequestHandler):
         while not view.stopping:
             seq, jpeg = view.next_jpeg(seq, min(1.0, timeout))
             if jpeg is None:  # after a wait, or at once (the first call, a blank)
+                if self.server.app.board.picture() is not None:
+                    return  # camera offline or detection off: end now (the page says why)
                 if time.monotonic() - last >= timeout:
                     return  # no picture for a while: end; the page reconnects when there is
                 continue

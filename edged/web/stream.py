@@ -69,7 +69,9 @@ class LiveView:
         if not self._viewers:  # nobody watches: the whole cost of the live view
             return
         now = self._clock()
-        if now < self._next_at:
+        # Up to half an interval early still counts: with stream_fps = loop.fps, a frame a
+        # few ms early must not be refused (a third of them were). Never above stream_fps.
+        if now < self._next_at - 0.5 * self.interval:
             return
         if self._busy:
             self.skipped += 1
@@ -79,7 +81,7 @@ class LiveView:
             buf = self._buf = np.empty_like(image)
         np.copyto(buf, image)  # the grabber reuses its buffer: the encoder draws on ours
         self._faces = result
-        self._next_at = now + self.interval
+        self._next_at = max(self._next_at, now - 0.5 * self.interval) + self.interval
         self._busy = True
         self._wake.set()
 
