@@ -165,3 +165,41 @@ def test_a_model_whose_scorer_does_not_fit_its_histograms_is_refused(sample_face
     path.write_bytes(model_bytes(*args))  # written by something else
     with pytest.raises(ModelError, match="weights"):
         load_model(path)
+
+
+@pytest.mark.parametrize("cls", range(len(CLASSES)), ids=CLASSES)
+def test_repeating_one_class_three_times_leaves_prototypes_and_scorer_unchanged(sample_faces, cls):
+    # Class counts must not steer the model: three copies of every face of one class (in
+    # memory, same people) give the same prototypes, the same scorer and calibration.
+    faces, labels, people = sample_faces
+    hists = fitting.lbph_histograms(faces, LBPHParams())
+    mirrored = fitting.lbph_histograms(
+        [np.ascontiguousarray(f[:, ::-1]) for f in faces], LBPHParams()
+    )
+    classes = dict(enumerate(CLASSES))
+    base = fitting.fit_histograms(hists, mirrored, labels, classes, groups=people)
+    extra = [i for i, y in enumerate(labels) if y == cls] * 2
+    rows = list(range(len(labels))) + extra
+    tripled = fitting.fit_histograms(
+        hists[rows], mirrored[rows], [labels[i] for i in rows], classes,
+        groups=[people[i] for i in rows],
+    )  # fmt: skip
+    assert base.labels == tripled.labels
+    np.testing.assert_allclose(np.array(tripled.histograms), np.array(base.histograms), rtol=1e-5)
+    assert base.meta.weights is not None and tripled.meta.weights is not None
+    # Float tolerance: the optimiser sums the same weighted terms in another order.
+    scale = np.abs(base.meta.weights).max()
+    np.testing.assert_allclose(tripled.meta.weights, base.meta.weights, atol=1e-5 * scale)
+    assert base.meta.bias is not None and tripled.meta.bias is not None
+    scale = np.abs(base.meta.bias).max()
+    np.testing.assert_allclose(tripled.meta.bias, base.meta.bias, atol=1e-5 * scale)
+
+
+def test_people_are_dealt_into_the_same_folds_however_many_photos_a_class_has():
+    people = [f"p{i % 7}" for i in range(40)]
+    labels = [i % 3 for i in range(40)]
+    base = person_folds(people, 3, 0, labels=labels)
+    rows = list(range(40)) + [i for i in range(40) if labels[i] == 1] * 4
+    grown = person_folds([people[i] for i in rows], 3, 0, labels=[labels[i] for i in rows])
+    as_people = [{people[i] for i in f} for f in base]
+    assert [{people[rows[i]] for i in f} for f in grown] == as_people

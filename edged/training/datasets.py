@@ -19,6 +19,7 @@ import stat
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -78,24 +79,45 @@ def person_of(path: Path | str) -> str:
     return m.group(1) if m else stem
 
 
-def person_folds(persons: Sequence[str], k: int, seed: int = 0) -> list[list[int]]:
+def person_folds(
+    persons: Sequence[str],
+    k: int,
+    seed: int = 0,
+    labels: Sequence[object] | None = None,
+) -> list[list[int]]:
     """Indices into ``persons`` split into at most ``k`` folds, each person inside one fold.
 
     People are dealt largest first (ties in a seeded random order) to the fold that is
     currently smallest, so folds come out near equal in size even when one person has a
     hundred photos. With fewer people than ``k`` there are as many folds as people: no
     fold is ever empty. Evaluation (outer folds) and fitting (inner folds) both use this.
+
+    With ``labels``, a face weighs 1/(its class's count), exactly (fractions): sizes then
+    do not depend on how many photos each class happens to have, so repeating a class's
+    faces deals the people into the same folds (`edged.training.fitting`).
     """
     by_person: dict[str, list[int]] = {}
     for i, person in enumerate(persons):
         by_person.setdefault(person, []).append(i)
+    weight = _face_weights(labels, len(persons))
+    size = {p: sum((weight[i] for i in idx), Fraction(0)) for p, idx in by_person.items()}
     people = sorted(by_person)
     random.Random(seed).shuffle(people)
-    people.sort(key=lambda p: len(by_person[p]), reverse=True)  # stable: keeps shuffled ties
+    people.sort(key=lambda p: size[p], reverse=True)  # stable: keeps shuffled ties
     folds: list[list[int]] = [[] for _ in range(min(k, len(people)))]
+    load = [Fraction(0)] * len(folds)
     for person in people:
-        min(folds, key=len).extend(by_person[person])  # the first of the smallest
+        j = load.index(min(load))  # the first of the smallest
+        folds[j].extend(by_person[person])
+        load[j] += size[person]
     return [sorted(f) for f in folds if f]
+
+
+def _face_weights(labels: Sequence[object] | None, n: int) -> list[Fraction]:
+    if labels is None:
+        return [Fraction(1)] * n
+    counts = Counter(labels)
+    return [Fraction(1, counts[c]) for c in labels]
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,23 +106,36 @@ def prototypes(
 ) -> tuple[Histograms, Ints]:
     """Per class and region, the class mean (in sqrt space) zeroed outside the region.
 
-    A class with no faces here (a small inner fold) borrows the mean of all faces.
+    A class with no faces here (a small inner fold) borrows the mean of the other classes'
+    means (not of all faces: no class weighs more for its count).
     """
     root = np.sqrt(hists)
-    overall = root.mean(0)
+    means: dict[int, Floats] = {
+        c: root[labels == c].mean(0) for c in class_ids if (labels == c).any()
+    }
+    overall = np.mean(list(means.values()), 0) if means else root.mean(0)
     protos, owners = [], []
     for c in class_ids:
-        sel = labels == c
-        mean = (root[sel].mean(0) if sel.any() else overall) ** 2
+        mean = (means[c] if c in means else overall) ** 2
         for m in masks:
             protos.append(np.where(m, mean, 0.0).astype(np.float32))
             owners.append(c)
     return np.array(protos), np.array(owners, np.int64)
 
 
-def _index_folds(groups: Sequence[str], k: int, seed: int) -> list[Ints]:
-    """`person_folds` as index arrays, for selecting rows of the feature matrices."""
-    return [np.array(f, np.int64) for f in person_folds(groups, k, seed)]
+def _index_folds(groups: Sequence[str], k: int, seed: int, labels: Ints) -> list[Ints]:
+    """`person_folds` as index arrays, for selecting rows of the feature matrices; people
+    are dealt by class-weighted size, so class counts do not change the folds."""
+    folds = person_folds(groups, k, seed, labels=labels.tolist())
+    return [np.array(f, np.int64) for f in folds]
+
+
+def class_weights(y: Ints, n_classes: int) -> Floats:
+    """Each row's weight, 1 / (n_classes x its class's count): every class weighs the same
+    in a weighted sum (1 / n_classes), however many faces it has."""
+    counts = np.bincount(y, minlength=n_classes).clip(min=1)
+    weights: Floats = 1.0 / (n_classes * counts[y])
+    return weights
 
 
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -143,12 +156,11 @@ def fit_logistic(
     Returns (weights (features x classes), bias (classes)). Small problem (tens of
     features): plain numpy, no solver dependency.
     """
-    n, d = x.shape
+    _, d = x.shape
     w = np.zeros((d, n_classes))
     b = np.zeros(n_classes)
     target = np.eye(n_classes)[y]
-    counts = np.bincount(y, minlength=n_classes).clip(min=1)
-    weight = (n / (n_classes * counts))[y][:, None] / n
+    weight = class_weights(y, n_classes)[:, None]
     mw, vw, mb, vb = (np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b))
     rate, b1, b2 = 0.05, 0.9, 0.999
     for t in range(1, iters + 1):
@@ -168,7 +180,7 @@ def fit_logistic(
 def choose_l2(x: Floats, y: Ints, n_classes: int, groups: Sequence[str]) -> float:
     """The ridge penalty with the lowest person-held-out log-loss: a strong penalty on a
     small training set (else the confidence is overstated), a weak one on a large set."""
-    folds = _index_folds(groups, 3, seed=1)
+    folds = _index_folds(groups, 3, seed=1, labels=y)
     if len(folds) < 2:
         return L2_GRID[-1]
     best, best_loss = L2_GRID[-1], np.inf
@@ -179,7 +191,9 @@ def choose_l2(x: Floats, y: Ints, n_classes: int, groups: Sequence[str]) -> floa
             keep[held] = False
             w, b = fit_logistic(x[keep], y[keep], n_classes, l2)
             p = _softmax(x[held] @ w + b)
-            loss -= np.log(p[np.arange(len(held)), y[held]] + 1e-12).sum()
+            # Class-balanced log-loss: a class's count must not steer the penalty.
+            nll = -np.log(p[np.arange(len(held)), y[held]] + 1e-12)
+            loss += float((nll * class_weights(y[held], n_classes)).sum())
         if loss < best_loss:
             best, best_loss = l2, loss
     log.debug("scorer ridge penalty %g", best)
@@ -234,7 +248,7 @@ def fit_histograms(
     protos, owners = prototypes(train_h, train_y, class_ids, masks)
     weights = bias = None
     group_list = list(groups) if groups is not None else [str(i) for i in range(len(hists))]
-    folds = _index_folds(group_list, cfg.inner_folds, cfg.seed)
+    folds = _index_folds(group_list, cfg.inner_folds, cfg.seed, y)
     if len(class_ids) > 1 and len(folds) > 1:
         x = _held_out_distances(
             hists, train_h, train_y, class_ids=class_ids, masks=masks, folds=folds
@@ -289,7 +303,11 @@ def _fit_scorer(
 ) -> tuple[Floats, Floats]:
     """(weights, bias) of the linear scorer over raw distances ``x``; ``l2`` None: the
     ridge penalty is chosen on held-out people (``groups``, one per row of ``x``)."""
-    mu, sd = x.mean(0), x.std(0) + 1e-6
+    # Class-weighted standardisation: the scale, too, is every class's alike.
+    cw = class_weights(target, n_classes)
+    cw = cw / cw.sum()
+    mu = cw @ x
+    sd = np.sqrt(cw @ (x - mu) ** 2) + 1e-6
     z = (x - mu) / sd
     if l2 is None:
         l2 = choose_l2(z, target, n_classes, groups)
