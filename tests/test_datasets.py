@@ -1,4 +1,5 @@
-"""Reading labelled datasets: the three layouts, label spellings, and what is missing."""
+"""Reading labelled datasets: the three layouts, label spellings, what is missing, and
+several datasets merged (each photo once by its bytes; near-duplicates in one group)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,27 @@ import os
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from edged.errors import DatasetError
 from edged.training.datasets import (
     DEFAULT_CLASSES,
+    NEAR_DUPLICATE,
+    Collection,
+    RepeatedDataset,
+    content_keys,
+    fingerprint,
+    group_people,
     load_dataset,
+    load_datasets,
+    merge,
+    near_duplicates,
     normalize_label,
     parse_classes,
     person_of,
+    photos_of,
 )
 
 
@@ -271,3 +284,230 @@ def test_full_workshop_dataset_reads_in_both_layouts_and_flags_its_contradicting
     # Avinash_30.jpg is both SURPRISE and SADNESS in legend.csv: neither class gets it.
     assert legend.conflicts.get("images/Avinash_30.jpg") == ("sad", "surprise")
     assert len(legend.samples) > len(lists.samples)
+
+
+# --- several datasets: merged by class name, each photo (by its bytes) once ------------------
+
+
+def _lists(sample: Path, root: Path, classes: dict[str, int]) -> Path:
+    """A lists-layout dataset with the first n sample photos of each class."""
+    (root / "images").mkdir(parents=True)
+    for cls, n in classes.items():
+        names = (sample / f"{cls}.txt").read_text().split()[:n]
+        for name in names:
+            shutil.copy(sample / "images" / name, root / "images" / name)
+        (root / f"{cls}.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def _legend(sample: Path, root: Path, rows: list[tuple[str, str]]) -> Path:
+    """A legend-layout dataset: (photo name in the sample, label as the legend spells it)."""
+    (root / "images").mkdir(parents=True)
+    (root / "data").mkdir()
+    for name, _ in rows:
+        shutil.copy(sample / "images" / name, root / "images" / name)
+    text = "user.id,image,emotion\n" + "".join(f"1,{n},{e}\n" for n, e in rows)
+    (root / "data" / "legend.csv").write_text(text)
+    return root
+
+
+def _merged(specs: list[tuple[Path, str]], classes: tuple[str, ...]) -> Collection:
+    parts = load_datasets(specs, classes)
+    return merge(parts, content_keys(photos_of(parts)), classes)
+
+
+def _names(sample: Path, cls: str) -> list[str]:
+    return (sample / f"{cls}.txt").read_text().split()
+
+
+def test_three_datasets_in_three_layouts_merge_by_normalised_class_name(
+    sample_dir: Path, tmp_path: Path
+):
+    lists = _lists(sample_dir, tmp_path / "a", {"anger": 3, "happy": 3})
+    sad = _names(sample_dir, "sad")[:2]
+    legend = _legend(sample_dir, tmp_path / "b", [(sad[0], "SADNESS"), (sad[1], "sadness")])
+    folders = make_folders_dataset(sample_dir, tmp_path / "c", {"happy": "HAPPINESS"})
+    classes = ("anger", "happy", "sad")
+    photos = _merged([(lists, "auto"), (legend, "auto"), (folders, "auto")], classes)
+    assert [ds.layout for ds in photos.parts] == ["lists", "legend", "folders"]
+    assert [ds.classes for ds in photos.parts] == [("anger", "happy"), ("sad",), ("happy",)]
+    by_class = {c: sorted(s.path.name for s in photos.samples if s.label == c) for c in classes}
+    assert by_class == {
+        "anger": sorted(_names(sample_dir, "anger")[:3]),
+        "happy": sorted(_names(sample_dir, "happy")),  # 16 from the folders: 3 of them twice
+        "sad": sorted(sad),
+    }
+    assert photos.duplicate[2] == {"happy": 3}  # the folders' copies of the lists' photos
+    assert not photos.conflicts and not any(photos.two_labels)
+
+
+def test_the_same_bytes_in_two_datasets_are_one_photo_counted_by_the_first(
+    sample_dir: Path, tmp_path: Path
+):
+    a = _lists(sample_dir, tmp_path / "a", {"happy": 2, "sad": 2})
+    b = _lists(sample_dir, tmp_path / "b", {"happy": 1})
+    original = b / "images" / _names(sample_dir, "happy")[0]
+    renamed = original.with_name("Someone_Else_0007.jpg")  # the same bytes, another name
+    original.rename(renamed)
+    (b / "happy.txt").write_text(renamed.name + "\n")
+    photos = _merged([(a, "lists"), (b, "lists")], ("happy", "sad"))
+    assert len(photos.samples) == 4
+    first = next(s for s in photos.samples if s.path.name == original.name)
+    assert first.sources == (0, 1) and first.path.parent == a / "images"
+    assert photos.duplicate == [{}, {"happy": 1}]
+    # The copy's name is another person's: that person and the original's are one group.
+    assert photos.same_photo == [(first.person, "Someone_Else")]
+
+
+def test_the_same_bytes_under_two_classes_in_two_datasets_are_left_out_of_both(
+    sample_dir: Path, tmp_path: Path
+):
+    a = _lists(sample_dir, tmp_path / "a", {"happy": 3, "sad": 3})
+    happy = _names(sample_dir, "happy")[0]
+    b = _legend(sample_dir, tmp_path / "b", [(happy, "SADNESS")])
+    photos = _merged([(a, "lists"), (b, "legend")], ("happy", "sad"))
+    assert happy not in {s.path.name for s in photos.samples}
+    assert len(photos.samples) == 5
+    assert photos.conflicts == {str(a / "images" / happy): ("happy", "sad")}
+    assert photos.two_labels == [{"happy": 1}, {"sad": 1}]
+
+
+def test_a_photo_one_dataset_labels_twice_is_left_out_where_another_labels_it_once(
+    sample_dir: Path, tmp_path: Path
+):
+    """The workshop dataset's Avinash_30.jpg: one class in a list, two in the legend."""
+    a = _lists(sample_dir, tmp_path / "a", {"happy": 2, "sad": 2})
+    happy = _names(sample_dir, "happy")[0]
+    b = _legend(sample_dir, tmp_path / "b", [(happy, "HAPPINESS"), (happy, "SADNESS")])
+    shutil.rmtree(b / "images")
+    (b / "images").symlink_to(a / "images")  # the same files, as in the workshop dataset
+    photos = _merged([(a, "lists"), (b, "legend")], ("happy", "sad"))
+    assert happy not in {s.path.name for s in photos.samples}
+    assert set(photos.conflicts.values()) == {("happy", "sad")}
+    assert photos.two_labels == [{"happy": 1}, {"happy": 1, "sad": 1}]
+
+
+def test_content_keys_read_only_files_whose_size_another_file_shares(tmp_path: Path):
+    one, twin, other, alone = (tmp_path / n for n in ("one", "twin", "other", "alone"))
+    one.write_bytes(b"abcd")
+    twin.write_bytes(b"abcd")
+    other.write_bytes(b"abce")  # same size, other bytes
+    alone.write_bytes(b"a longer file")
+    os.link(alone, tmp_path / "hard")
+    keys = content_keys([one, twin, other, alone, tmp_path / "hard", tmp_path / "gone"])
+    assert keys[one] == keys[twin] != keys[other]
+    assert keys[one].startswith("sha256:")
+    assert keys[alone] == keys[tmp_path / "hard"] and keys[alone].startswith("file:")
+    assert keys[tmp_path / "gone"] == f"path:{tmp_path / 'gone'}"
+
+
+def test_a_dataset_may_have_only_some_classes_but_each_class_must_be_in_one(
+    sample_dir: Path, tmp_path: Path
+):
+    a = _lists(sample_dir, tmp_path / "a", {"happy": 2})
+    b = _lists(sample_dir, tmp_path / "b", {"sad": 2})
+    parts = load_datasets([(a, "auto"), (b, "auto")], ("happy", "sad"))
+    assert [p.classes for p in parts] == [("happy",), ("sad",)]
+    with pytest.raises(DatasetError, match=r"unknown class 'fear': no dataset has it \(1: lists"):
+        load_datasets([(a, "auto"), (b, "auto")], ("happy", "sad", "fear"))
+    with pytest.raises(DatasetError, match=r"dataset 2: .* has none of the classes happy"):
+        load_datasets([(a, "auto"), (b, "auto")], ("happy",))
+
+
+def test_a_missing_dataset_among_several_is_refused_naming_its_number(
+    sample_dir: Path, tmp_path: Path
+):
+    with pytest.raises(DatasetError, match=r"^dataset 2: dataset folder .*nope does not exist$"):
+        load_datasets([(sample_dir, "auto"), (tmp_path / "nope", "auto")])
+
+
+def test_one_folder_given_twice_with_one_layout_is_refused_but_two_layouts_are_read(
+    sample_dir: Path,
+):
+    again = r"dataset 2 \(.*\) is dataset 1 again, with the same layout \(lists\)"
+    with pytest.raises(RepeatedDataset, match=again):
+        load_datasets([(sample_dir, "auto"), (sample_dir / "images" / "..", "lists")])
+    lists, legend = load_datasets([(sample_dir, "lists"), (sample_dir, "legend")])
+    assert (lists.layout, legend.layout) == ("lists", "legend")
+
+
+# --- near-duplicates: re-encoded or resized copies share an evaluation group -----------------
+
+
+def _gray(path: Path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+
+
+def _reencoded(path: Path, quality: int, scale: float = 1.0) -> np.ndarray:
+    """The photo as another site would serve it: resized, JPEG at another quality, decoded."""
+    img = cv2.imread(str(path))
+    if scale != 1.0:
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+
+
+def test_a_reencoded_and_a_resized_copy_are_near_duplicates_and_no_two_sample_photos_are(
+    sample_dir: Path,
+):
+    photos = sorted((sample_dir / "images").glob("*.jpg"))
+    prints = [fingerprint(_gray(p)) for p in photos]
+    # 86 photos, several people with two or more: no pair is near-identical.
+    assert near_duplicates(prints) == []
+    same_person = [
+        float(prints[i] @ prints[j])
+        for i in range(len(photos))
+        for j in range(i + 1, len(photos))
+        if person_of(photos[i]) == person_of(photos[j])
+    ]
+    assert len(same_person) >= 5 and max(same_person) < NEAR_DUPLICATE - 0.02
+    for p in photos[::9]:
+        copies = [_reencoded(p, 30), _reencoded(p, 95, 0.5), _reencoded(p, 75, 0.3)]
+        sims = [float(fingerprint(c) @ prints[photos.index(p)]) for c in copies]
+        assert min(sims) >= NEAR_DUPLICATE, (p.name, sims)
+        found = near_duplicates([*prints, *(fingerprint(c) for c in copies)])
+        n, i = len(photos), photos.index(p)
+        # Each copy with the photo and the copies with each other; nothing else.
+        assert set(found) == {(a, b) for a in (i, n, n + 1) for b in (n, n + 1, n + 2) if a < b}
+
+
+def test_linked_people_share_one_group_through_any_chain_and_the_rest_keep_their_own():
+    group = group_people(["Ann", "Bob", "Cid", "Dee", "Eve"], [("Cid", "Bob"), ("Dee", "Cid")])
+    assert group == {"Ann": "Ann", "Bob": "Bob", "Cid": "Bob", "Dee": "Bob", "Eve": "Eve"}
+    assert group_people(["Ann"], [("Zed", "Ann")]) == {"Ann": "Ann", "Zed": "Ann"}
+
+
+@pytest.mark.dataset
+@pytest.mark.slow
+def test_workshop_fingerprints_join_no_two_people_and_find_every_copy(shared_dataset: Path):
+    """The threshold on the full dataset's 2363 photos: no two different people's photos
+    are near-duplicates; re-encoded and resized copies of every 25th photo all are."""
+    photos = sorted(p for p in (shared_dataset / "images").iterdir() if p.suffix == ".jpg")
+    prints = [fingerprint(_gray(p)) for p in photos]
+    pairs = near_duplicates(prints)
+    assert all(person_of(photos[i]) == person_of(photos[j]) for i, j in pairs), [
+        (photos[i].name, photos[j].name) for i, j in pairs
+    ]
+    for p in photos[::25]:
+        img = _gray(p)
+        if min(img.shape) < 200:
+            continue  # a copy shrunk below 64 px is not what this is about
+        for copy in (_reencoded(p, 20), _reencoded(p, 75, 0.25), _reencoded(p, 90, 2.0)):
+            assert float(fingerprint(copy) @ prints[photos.index(p)]) >= NEAR_DUPLICATE, p.name
+
+
+def test_the_same_bytes_twice_in_one_dataset_are_one_photo_and_under_two_classes_none(
+    sample_dir: Path, tmp_path: Path
+):
+    root = _lists(sample_dir, tmp_path / "a", {"happy": 3, "sad": 3})
+    happy, sad = _names(sample_dir, "happy")[:3], _names(sample_dir, "sad")[:3]
+    shutil.copy(root / "images" / happy[0], root / "images" / "Copy_0001.jpg")
+    shutil.copy(root / "images" / happy[1], root / "images" / "Copy_0002.jpg")
+    (root / "happy.txt").write_text("\n".join([*happy, "Copy_0001.jpg"]))
+    (root / "sad.txt").write_text("\n".join([*sad, "Copy_0002.jpg"]))
+    photos = _merged([(root, "lists")], ("happy", "sad"))
+    assert sorted(s.path.name for s in photos.samples) == sorted([*happy[::2], *sad])
+    assert photos.duplicate == [{"happy": 1}]
+    assert photos.conflicts == {f"images/{happy[1]}": ("happy", "sad")}
+    assert photos.two_labels == [{"happy": 1, "sad": 1}]
