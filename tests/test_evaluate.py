@@ -27,6 +27,7 @@ from edged.training.evaluate import (
     edged_pipeline,
     expected_calibration_error,
     format_report,
+    format_sources,
     recall_per_class,
     write_confusion_png,
 )
@@ -184,3 +185,119 @@ def test_protocol_on_the_full_dataset_keeps_people_apart(shared_dataset: Path):
     report = cross_validate(subset, train, predict, folds=2, classes=CLASSES)
     assert sorted(o.path for o in report.outcomes) == sorted(s.path for s in subset)
     assert 0.0 <= report.balanced_accuracy <= 1.0
+
+
+# --- groups, training-only items, the spread over folds, scores per source ----------------
+
+
+def test_people_given_one_group_are_always_on_the_same_side():
+    items = toy_items()
+    # p1's and p2's photos are near-duplicates of each other's: one group.
+    items = [Item(it.path, it.label, it.person, "p1" if it.person == "p2" else "") for it in items]
+    sides: list[set[str]] = []
+
+    def train(train_items: Sequence[Labelled]) -> Trained:
+        sides.append({it.person for it in train_items})
+        return Trained(None, len(train_items))
+
+    report = cross_validate(items, train, lambda _s, _p: ("happy", 0.5), folds=5, classes=CLASSES)
+    for fold, trained_on in enumerate(sides):
+        tested = {o.path.stem.split("_")[0] for o in report.outcomes if o.fold == fold}
+        assert ("p1" in tested) == ("p2" in tested)
+        assert not tested & trained_on
+
+
+def _spy(log: list[set[Path]]):
+    def train(train_items: Sequence[Labelled]) -> Trained:
+        log.append({it.path for it in train_items})
+        return Trained(None, len(train_items))
+
+    return train
+
+
+def test_train_only_items_are_never_tested_and_never_train_beside_their_group_in_the_test_fold():
+    items = toy_items()
+    extra = [
+        # Another dataset's photos: a tested person's, a near-duplicate of p3 under another
+        # name (its group is p3's), the very file of a tested photo, and new people.
+        Item(Path("/y/p0_0100.jpg"), "happy", "p0"),
+        Item(Path("/y/Copy_0001.jpg"), "sad", "Copy", group="p3"),
+        Item(items[0].path, items[0].label, "renamed"),
+        *(Item(Path(f"/y/new{i}_0001.jpg"), CLASSES[i % 5], f"new{i}") for i in range(20)),
+    ]
+    trained: list[set[Path]] = []
+    predicted: list[Path] = []
+
+    def predict(_: object, path: Path) -> tuple[str | None, float]:
+        predicted.append(path)
+        return "happy", 0.5
+
+    report = cross_validate(
+        items, _spy(trained), predict, folds=5, classes=CLASSES, train_only=extra
+    )
+    assert sorted(predicted) == sorted(it.path for it in items)  # extras never tested
+    for fold, paths in enumerate(trained):
+        tested = [o.path for o in report.outcomes if o.fold == fold]
+        groups = {it.group or it.person for it in items if it.path in tested}
+        assert not paths & set(tested)
+        for it in extra:
+            beside = (it.group or it.person) in groups or it.path in tested
+            assert (it.path in paths) != beside, (fold, it)
+    assert all(any(it.path in paths for paths in trained) for it in extra[3:])
+
+
+def test_train_only_items_leave_the_folds_as_they_were():
+    items = toy_items()
+    extra = [Item(Path(f"/y/new{i}_0001.jpg"), "sad", f"new{i}") for i in range(30)]
+    alone = cross_validate(items, _spy([]), lambda _s, _p: ("happy", 0.5), folds=5)
+    more = cross_validate(items, _spy([]), lambda _s, _p: ("happy", 0.5), folds=5, train_only=extra)
+    assert {(o.path, o.fold) for o in alone.outcomes} == {(o.path, o.fold) for o in more.outcomes}
+    assert more.train_images == alone.train_images + 5 * len(extra)
+
+
+def test_a_model_of_another_dataset_alone_is_trained_on_its_photos_only():
+    items = toy_items()
+    extra = [Item(Path(f"/y/new{i}_0001.jpg"), "sad", f"new{i}") for i in range(10)]
+    trained: list[set[Path]] = []
+    cross_validate(
+        items,
+        _spy(trained),
+        lambda _s, _p: ("happy", 0.5),
+        folds=5,
+        train_only=extra,
+        train_on_items=False,
+    )
+    assert trained == [{it.path for it in extra}] * 5
+
+
+def test_fold_spread_is_each_class_lowest_and_highest_recall_over_the_folds():
+    outcomes = [
+        Outcome(Path("a1"), "happy", "happy", 0.9, 0),
+        Outcome(Path("a2"), "happy", "sad", 0.6, 0),
+        Outcome(Path("a3"), "sad", "sad", 0.7, 0),
+        Outcome(Path("b1"), "happy", "happy", 0.8, 1),
+        Outcome(Path("b2"), "sad", None, 0.0, 1),
+        Outcome(Path("c1"), "happy", "sad", 0.5, 2),  # no sad photo in fold 2
+    ]
+    report = EvalReport(["happy", "sad"], outcomes, 3)
+    assert report.fold_recalls()["happy"] == [0.5, 1.0, 0.0]
+    assert report.recall_spread() == {"happy": (0.0, 1.0), "sad": (0.0, 1.0)}
+    assert math.isnan(report.fold_recalls()["sad"][2])
+    assert "| recall over the folds, lowest-highest | 0-100 / 0-100 % |" in format_report(report)
+
+
+def test_the_score_per_source_is_computed_on_that_sources_photos_alone():
+    outcomes = [
+        Outcome(Path("a"), "happy", "happy", 0.9, 0),
+        Outcome(Path("b"), "sad", "happy", 0.6, 0),
+        Outcome(Path("c"), "sad", "sad", 0.7, 1),
+        Outcome(Path("d"), "happy", "happy", 0.8, 1),
+    ]
+    report = EvalReport(["happy", "sad"], outcomes, 2)
+    table = format_sources(
+        report, [("1: lists A", [Path("a"), Path("b")]), ("2: legend B", [Path("b"), Path("c")])]
+    )
+    lines = table.splitlines()
+    assert lines[0] == "| source | images | balanced accuracy | recall: happy / sad |"
+    assert lines[2] == "| 1: lists A | 2 | 50.0% | 100 / 0 % |"
+    assert lines[3] == "| 2: legend B | 2 | 50.0% | - / 50 % |"  # no happy photo: no recall

@@ -11,6 +11,11 @@ The protocol is separate from the pipeline. `cross_validate` takes labelled imag
 so the workshop pipeline (bench/workshop.py) and edged's own go through the very same
 folds and arithmetic. `edged_pipeline` is the ready pair for edged's pipeline.
 
+Folds keep each *group* on one side: an item's ``group``, or its person when it has none
+(a group joins the people of near-duplicate photos: `edged.training.datasets`). Items
+given as ``train_only`` (photos only another dataset has) join the training side of
+every fold whose test side has none of their group, and are never tested.
+
 What the numbers mean:
 
 - balanced accuracy: the mean over classes of per-class recall, over *every* listed
@@ -56,15 +61,24 @@ class Labelled(Protocol):
     def label(self) -> str: ...
     @property
     def person(self) -> str: ...
+    @property
+    def group(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """A labelled image; any object with these three attributes works as well."""
+    """A labelled image; any object with these attributes works as well. ``group``:
+    who it must never be split from ("" = its person alone)."""
 
     path: Path
     label: str
     person: str
+    group: str = ""
+
+
+def group_of(item: Labelled) -> str:
+    """The group an item's fold is chosen by: its ``group``, else its person."""
+    return item.group or item.person
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,40 @@ class EvalReport:
     def recalls(self) -> dict[str, float]:
         return recall_per_class(
             [o.truth for o in self.outcomes], [o.predicted for o in self.outcomes], self.classes
+        )
+
+    def fold_recalls(self) -> dict[str, list[float]]:
+        """Each class's recall in each fold (NaN in a fold without that class)."""
+        folds = sorted({o.fold for o in self.outcomes})
+        per_fold = [
+            recall_per_class(
+                [o.truth for o in self.outcomes if o.fold == f],
+                [o.predicted for o in self.outcomes if o.fold == f],
+                self.classes,
+            )
+            for f in folds
+        ]
+        return {c: [r[c] for r in per_fold] for c in self.classes}
+
+    def recall_spread(self) -> dict[str, tuple[float, float]]:
+        """Each class's lowest and highest recall over the folds that have it: a class
+        that works for some people only shows a wide spread."""
+        out = {}
+        for c, values in self.fold_recalls().items():
+            have = [v for v in values if not math.isnan(v)]
+            out[c] = (min(have), max(have)) if have else (math.nan, math.nan)
+        return out
+
+    def subset(self, paths: Iterable[Path], name: str) -> EvalReport:
+        """The same answers restricted to ``paths`` (e.g. one source dataset's photos)."""
+        keep = set(paths)
+        return EvalReport(
+            self.classes,
+            [o for o in self.outcomes if o.path in keep],
+            self.folds,
+            self.train_images,
+            self.train_faces,
+            name,
         )
 
     @property
@@ -214,26 +262,33 @@ def cross_validate(
     classes: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     name: str = "",
+    train_only: Sequence[Labelled] = (),
+    train_on_items: bool = True,
 ) -> EvalReport:
     """Train on k-1 folds, predict every image of the held-out fold, k times.
 
-    Every listed image is predicted exactly once, by a model that never saw its person.
+    Every item is predicted exactly once, by a model that never saw its group (its
+    person, or the people of its near-duplicates). Folds are made from ``items`` alone,
+    so adding ``train_only`` items leaves them unchanged: those join the training side
+    of a fold only when their group (and their file) is not on its test side, and are
+    never predicted. ``train_on_items=False`` trains on ``train_only`` items alone (a
+    model made from another dataset, scored on these photos).
     ``progress(done_folds, folds)`` is called after each fold.
     """
     if not items:
         raise ValueError("nothing to evaluate")
     if folds < 2:
         raise ValueError("cross-validation needs at least 2 folds")
-    people = len({it.person for it in items})
-    if people < folds:
-        raise ValueError(f"{people} people cannot fill {folds} folds")
+    groups = [group_of(it) for it in items]
+    if len(set(groups)) < folds:
+        raise ValueError(f"{len(set(groups))} people cannot fill {folds} folds")
     class_list = list(classes) if classes else sorted({it.label for it in items})
-    parts = person_folds([it.person for it in items], folds, seed)
     outcomes: list[Outcome] = []
     train_images = train_faces = 0
-    for f, test_idx in enumerate(parts):
-        held = set(test_idx)
-        train_items = [it for i, it in enumerate(items) if i not in held]
+    for f, test_idx in enumerate(person_folds(groups, folds, seed)):
+        train_items = training_side(
+            items, test_idx, train_only=train_only, train_on_items=train_on_items
+        )
         trained = train(train_items)
         train_images += len(train_items)
         train_faces += trained.faces_found
@@ -245,6 +300,25 @@ def cross_validate(
         if progress:
             progress(f + 1, folds)
     return EvalReport(class_list, outcomes, folds, train_images, train_faces, name)
+
+
+def training_side(
+    items: Sequence[Labelled],
+    test_idx: Sequence[int],
+    *,
+    train_only: Sequence[Labelled] = (),
+    train_on_items: bool = True,
+) -> list[Labelled]:
+    """What a fold trains on: the items outside ``test_idx`` (unless ``train_on_items``
+    is False), then each ``train_only`` item whose group and file are not tested."""
+    held = set(test_idx)
+    tested_groups = {group_of(items[i]) for i in held}
+    tested_paths = {items[i].path for i in held}
+    side = [it for i, it in enumerate(items) if i not in held] if train_on_items else []
+    side += [
+        it for it in train_only if group_of(it) not in tested_groups and it.path not in tested_paths
+    ]
+    return side
 
 
 def format_report(report: EvalReport) -> str:
@@ -264,6 +338,9 @@ def format_report(report: EvalReport) -> str:
         + " | "
         + " / ".join(f"{100 * rec[c]:.0f}" for c in report.classes)
         + " % |",
+        "| recall over the folds, lowest-highest | "
+        + " / ".join(_spread(*report.recall_spread()[c]) for c in report.classes)
+        + " % |",
         f"| expected calibration error | {report.ece:.3f} |",
     ]
     bands = report.confidence_bands(3)
@@ -274,6 +351,29 @@ def format_report(report: EvalReport) -> str:
             + " |"
         )
     lines.extend(f"| note | {n} |" for n in report.notes)
+    return "\n".join(lines)
+
+
+def _spread(low: float, high: float) -> str:
+    if math.isnan(low):
+        return "-"
+    return f"{100 * low:.0f}-{100 * high:.0f}"
+
+
+def format_sources(report: EvalReport, sources: Sequence[tuple[str, Iterable[Path]]]) -> str:
+    """The score of each source's photos: ``sources`` is (name, the photos it has) per
+    source; a photo two sources have counts in both lines."""
+    lines = [
+        "| source | images | balanced accuracy | recall: " + " / ".join(report.classes) + " |",
+        "|---|---|---|---|",
+    ]
+    for name, paths in sources:
+        part = report.subset(paths, name)
+        rec = part.recalls()
+        shown = " / ".join("-" if math.isnan(rec[c]) else f"{100 * rec[c]:.0f}" for c in rec)
+        lines.append(
+            f"| {name} | {len(part.outcomes)} | {part.balanced_accuracy:.1%} | {shown} % |"
+        )
     return "\n".join(lines)
 
 
@@ -346,7 +446,7 @@ def edged_pipeline(
             if face is not None:
                 faces.append(face)
                 labels.append(ids[it.label])
-                groups.append(it.person)
+                groups.append(group_of(it))
         fitted = fitting.fit(faces, labels, dict(enumerate(names)), cfg, groups=groups)
         return Trained(fitting.to_model(fitted), len(faces))
 
