@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,8 +26,9 @@ from test_datasets import make_folders_dataset, make_legend_dataset
 from test_images import make_huge_png
 
 from edged.errors import DatasetError, EdgedError
-from edged.training import fitting
+from edged.training import fitting, trainer
 from edged.training.datasets import load_dataset
+from edged.training.evaluate import Trained, cross_validate
 from edged.training.trainer import ClassCounts, Progress, format_table, save, train
 from edged.vision.model import LBPHParams
 from edged.vision.model_file import load_model
@@ -57,9 +59,11 @@ def small_lists(root: Path, per_class: dict[str, list[Path]]) -> Path:
 
 
 def faceless(path: Path) -> Path:
-    """A real JPEG with nothing face-like in it."""
+    """A real JPEG with nothing face-like in it, its own bytes for each name (photos with
+    the same bytes are one photo)."""
     img = np.full((200, 200, 3), 128, np.uint8)
-    cv2.rectangle(img, (40, 40), (160, 160), (90, 90, 90), -1)
+    grey = 60 + zlib.crc32(path.name.encode()) % 60
+    cv2.rectangle(img, (40, 40), (160, 160), (grey, grey, grey), -1)
     cv2.imwrite(str(path), img)
     return path
 
@@ -308,7 +312,7 @@ def test_a_class_of_only_non_image_files_is_refused_and_model_untouched(tmp_path
     junk = []
     for i in range(3):
         p = tmp_path / f"Junk_{i:04d}.jpg"
-        p.write_text("this is not a picture")
+        p.write_text(f"this is not a picture ({i})")
         junk.append(p)
     root = small_lists(tmp_path / "ds", {"happy": sample_images("happy", 3), "sad": junk})
     r = edged_train(root, "-o", out, "--classes", "happy,sad", "-q")
@@ -429,6 +433,11 @@ def test_help_explains_layouts_outputs_exit_codes_with_an_example():
         "example:",
         "edged-train ~/facial_expressions",
         "atomically",
+        "several datasets",
+        "--layout lists --layout legend",
+        "--eval-on",
+        "duplicate",
+        "2 labels",
     ):
         assert words in r.stdout, words
 
@@ -657,3 +666,270 @@ def test_a_model_that_does_not_load_back_is_not_written_and_the_error_says_why(
         save(broken, out)
     assert out.read_bytes() == before
     assert list(out.parent.glob(".trainer.yml.*")) == [], "temp file left behind"
+
+
+# --- several datasets --------------------------------------------------------------------
+
+
+WIDE_HEAD = ["listed", "missing", "duplicate", "2 labels", "read", "unreadable", "no face"]
+WIDE_HEAD += ["trained"]
+
+
+def test_table_with_several_datasets_has_the_merging_columns_and_a_row_per_dataset():
+    first = {
+        "happy": ClassCounts(listed=4, no_face=1, trained=3),
+        "sad": ClassCounts(listed=4, trained=4),
+    }
+    second = {
+        "happy": ClassCounts(listed=3, duplicate=2, two_labels=1),
+        "sad": ClassCounts(listed=5, missing=1, two_labels=1, unreadable=1, trained=2),
+    }
+    total = {c: first[c] + second[c] for c in first}
+    table = format_table(total, [("dataset 1 (lists)", first), ("dataset 2 (legend)", second)])
+    rows = [line.split("  ") for line in table.splitlines()]
+    rows = [[cell.strip() for cell in row if cell.strip()] for row in rows]
+    assert rows == [
+        ["class", *WIDE_HEAD],
+        ["happy", "7", "0", "2", "1", "4", "0", "1", "3"],
+        ["sad", "9", "1", "0", "1", "6", "1", "0", "6"],
+        ["total", "16", "1", "2", "2", "10", "1", "1", "9"],
+        ["dataset 1 (lists)", "8", "0", "0", "0", "8", "0", "1", "7"],
+        ["dataset 2 (legend)", "8", "1", "2", "2", "2", "1", "0", "2"],
+    ]
+
+
+def test_table_of_one_dataset_shows_the_merging_columns_only_when_a_photo_needs_them():
+    plain = format_table({"happy": ClassCounts(listed=2, trained=2)})
+    assert plain.splitlines()[0].split() == [
+        "class", "listed", "missing", "read", "unreadable", "no", "face", "trained"
+    ]  # fmt: skip
+    doubled = format_table({"happy": ClassCounts(listed=2, two_labels=1, trained=1)})
+    assert doubled.splitlines()[0].split("  ")[1:] == [
+        "listed", "missing", "2 labels", "read", "unreadable", "no face", "trained"
+    ]  # fmt: skip
+
+
+def _three_layouts(sample: Path, root: Path) -> list[Path]:
+    """A lists dataset (anger, happy), a legend one with the dataset's spellings (sad, and
+    happy photos of which 2 are the lists' own), and class folders (surprise)."""
+    anger, happy = sample_images("anger", 4), sample_images("happy", 6)
+    lists = small_lists(root / "lists", {"anger": anger, "happy": happy[:4]})
+    rows = [(p, "SADNESS") for p in sample_images("sad", 4)]
+    rows += [(p, "Happiness") for p in happy[2:]]
+    legend = root / "legend"
+    (legend / "images").mkdir(parents=True)
+    (legend / "data").mkdir()
+    for p, _ in rows:
+        shutil.copy(p, legend / "images" / p.name)
+    (legend / "data" / "legend.csv").write_text(
+        "user.id,image,emotion\n" + "".join(f"1,{p.name},{e}\n" for p, e in rows)
+    )
+    folders = make_folders_dataset(SAMPLE_DIR, root / "folders", {"surprise": "surprised"})
+    return [lists, legend, folders]
+
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "facial_expressions"
+
+
+def _rows(stdout: str) -> dict[str, list[int]]:
+    """The table's rows by their name (a dataset row's name is 'dataset N (layout)')."""
+    out = {}
+    for line in stdout.splitlines():
+        m = re.match(r"^(\w+|dataset \d+ \(\w+\))\s+((?:\d+\s*)+)$", line)
+        if m:
+            out[m.group(1)] = [int(v) for v in m.group(2).split()]
+    return out
+
+
+@pytest.mark.slow
+def test_edged_train_merges_three_layouts_by_class_name_with_a_row_per_dataset(
+    sample_dir: Path, tmp_path: Path
+):
+    roots = _three_layouts(sample_dir, tmp_path)
+    out = tmp_path / "trainer.yml"
+    r = edged_train(*roots, "-o", out, "--classes", "anger,happy,sad,surprise")
+    assert r.returncode == 0, r.stderr
+    notes = [x for x in r.stderr.splitlines() if x.startswith("edged-train: dataset")]
+    assert notes == [
+        f"edged-train: dataset 1: {roots[0]}: lists layout, 8 images in 2 classes (anger, happy)",
+        f"edged-train: dataset 2: {roots[1]}: legend layout, 8 images in 2 classes (happy, sad)",
+        f"edged-train: dataset 3: {roots[2]}: folders layout, 16 images in 1 class (surprise)",
+    ]
+    rows = _rows(r.stdout)
+    # listed, missing, duplicate, 2 labels, read, unreadable, no face, trained
+    assert rows["happy"][:5] == [8, 0, 2, 0, 6]  # 2 of the legend's happy are the lists'
+    assert rows["total"][:5] == [32, 0, 2, 0, 30]
+    assert rows["dataset 1 (lists)"][:5] == [8, 0, 0, 0, 8]
+    assert rows["dataset 2 (legend)"][:5] == [8, 0, 2, 0, 6]
+    assert rows["dataset 3 (folders)"][:5] == [16, 0, 0, 0, 16]
+    assert sum(v[-1] for k, v in rows.items() if k.startswith("dataset")) == rows["total"][-1]
+    assert load_model(out).class_names() == ["anger", "happy", "sad", "surprise"]
+
+
+def test_the_same_photo_under_two_classes_in_two_datasets_is_left_out_with_a_warning(
+    tmp_path: Path,
+):
+    happy, sad = sample_images("happy", 3), sample_images("sad", 3)
+    a = small_lists(tmp_path / "a", {"happy": happy, "sad": sad})
+    b = small_lists(tmp_path / "b", {"sad": [happy[0]]})  # the same bytes, called sad
+    r = edged_train(a, b, "-o", tmp_path / "t.yml", "--classes", "happy,sad")
+    assert r.returncode == 0, r.stderr
+    assert (
+        f"edged-train: warning: leaving out 1 images labelled with two classes: "
+        f"{a / 'images' / happy[0].name} (happy/sad)"
+    ) in r.stderr.splitlines()
+    rows = _rows(r.stdout)
+    assert rows["happy"][:5] == [3, 0, 0, 1, 2]  # listed, missing, duplicate, 2 labels, read
+    assert rows["sad"][:5] == [4, 0, 0, 1, 3]
+    assert rows["dataset 2 (lists)"][:5] == [1, 0, 0, 1, 0]
+
+
+def _copy_as(src: Path, dest: Path, quality: int, scale: float = 1.0) -> Path:
+    img = cv2.imread(str(src))
+    if scale != 1.0:
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(dest), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return dest
+
+
+def test_a_reencoded_and_a_resized_copy_in_another_dataset_share_a_cv_group_with_the_original(
+    tmp_path: Path,
+):
+    happy, sad = sample_images("happy", 5), sample_images("sad", 5)
+    a = small_lists(tmp_path / "a", {"happy": happy, "sad": sad})
+    b = tmp_path / "b"
+    # Another site's copies of happy[0], under other people's names: one re-encoded, one resized.
+    _copy_as(happy[0], b / "happy" / "Stranger_0001.jpg", 40)
+    _copy_as(happy[0], b / "happy" / "Passerby_0003.jpg", 90, 0.6)
+    _copy_as(sad[1], b / "happy" / "Passerby_0004.jpg", 90)  # so Passerby joins sad[1] too
+    result = train(
+        [load_dataset(a, ("happy", "sad")), load_dataset(b, ("happy",), "folders")],
+        tmp_path / "t.yml",
+        classes=("happy", "sad"),
+        progress=False,
+    )
+    group = {s.path.name: s.fold_group for s in result.faces.readable}
+    original, other = group[happy[0].name], group[sad[1].name]
+    assert group["Stranger_0001.jpg"] == group["Passerby_0003.jpg"] == original == other
+    assert len({g for g in group.values()}) == len(group) - 4  # nobody else joined
+    assert {(x.name, y.name) for x, y in result.faces.linked} >= {
+        (happy[0].name, "Stranger_0001.jpg"),
+        (happy[0].name, "Passerby_0003.jpg"),
+    }
+    # The model's inner folds see the same groups.
+    face_groups = dict(zip(result.faces.persons, result.faces.groups, strict=True))
+    assert face_groups["Stranger"] == face_groups[result.faces.readable[0].person] == original
+    # Every split, with or without the copies tested: never on both sides.
+    items = result.faces.readable
+    for tested, extra in ((items, []), ([s for s in items if 0 in s.sources], items)):
+        sides: list[set[str]] = []
+
+        def spy(train_items, sides=sides):
+            sides.append({s.path.name for s in train_items})
+            return Trained(None, len(train_items))
+
+        report = cross_validate(
+            tested, spy, lambda _s, _p: ("happy", 0.5), folds=3, train_only=extra
+        )
+        for fold, trained_on in enumerate(sides):
+            held = {o.path.name for o in report.outcomes if o.fold == fold}
+            family = {happy[0].name, sad[1].name, "Stranger_0001.jpg", "Passerby_0003.jpg"}
+            assert not (held & family and trained_on & family), fold
+
+
+@pytest.mark.slow
+def test_eval_with_several_datasets_reports_the_fold_spread_and_a_score_per_source(
+    sample_dir: Path, tmp_path: Path
+):
+    a = small_lists(
+        tmp_path / "a", {"happy": sample_images("happy", 8), "sad": sample_images("sad", 8)}
+    )
+    b = make_legend_dataset(sample_dir, tmp_path / "b")
+    r = edged_train(
+        a, b, "-o", tmp_path / "t.yml", "--classes", "happy,sad", "--eval", "--folds", "2",
+        "--eval-png", tmp_path / "c.png",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert re.search(
+        r"^\| recall over the folds, lowest-highest \| \d+-\d+ / \d+-\d+ % \|$", r.stdout, re.M
+    ), r.stdout
+    assert "| source | images | balanced accuracy | recall: happy / sad |" in r.stdout
+    # Dataset 1's 16 photos are all in dataset 2 as well: 32 tested, 16 from each... and 32.
+    lines = [x for x in r.stdout.splitlines() if re.match(r"^\| [12]: ", x)]
+    assert [x.split(" | ")[0:2] for x in lines] == [
+        [f"| 1: lists {a}", "16"],
+        [f"| 2: legend {b}", "32"],
+    ]
+
+
+@pytest.mark.slow
+def test_eval_on_tests_only_that_datasets_photos_and_trains_on_the_others_too(
+    sample_dir: Path, tmp_path: Path
+):
+    a = small_lists(
+        tmp_path / "a", {"happy": sample_images("happy", 8), "sad": sample_images("sad", 8)}
+    )
+    b = make_legend_dataset(sample_dir, tmp_path / "b")
+    r = edged_train(
+        a, b, "-o", tmp_path / "t.yml", "--classes", "happy,sad", "--eval-on", "1",
+        "--folds", "2", "--eval-png", tmp_path / "c.png",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "| edged | 16 images, 2-fold CV, people never on both sides |" in r.stdout
+    assert "tested on dataset 1's photos only; the other 16 photos train only" in r.stdout
+    matrix = r.stdout[r.stdout.index("confusion matrix (rows") :].splitlines()[2:4]
+    assert [sum(int(v) for v in line.split()[1:]) for line in matrix] == [8, 8]
+
+
+def test_a_missing_dataset_among_several_is_one_line_exit_65_naming_it(
+    sample_dir: Path, tmp_path: Path, existing_model: tuple[Path, bytes]
+):
+    out, before = existing_model
+    r = edged_train(sample_dir, tmp_path / "nowhere", "-o", out, "-q")
+    assert_refused(r, 65, "dataset 2: dataset folder", "nowhere does not exist")
+    assert out.read_bytes() == before
+
+
+def test_layouts_given_neither_once_nor_once_per_dataset_is_one_line_exit_2(
+    sample_dir: Path, existing_model: tuple[Path, bytes]
+):
+    out, before = existing_model
+    r = edged_train(
+        sample_dir, sample_dir, sample_dir, "--layout", "lists", "--layout", "legend", "-o", out
+    )
+    assert_refused(r, 2, "--layout is given 2 times for 3 datasets", "once per dataset")
+    assert out.read_bytes() == before
+
+
+def test_one_folder_twice_with_one_layout_is_one_line_exit_2(
+    sample_dir: Path, existing_model: tuple[Path, bytes]
+):
+    out, before = existing_model
+    r = edged_train(sample_dir, sample_dir, "-o", out)  # auto: lists both times
+    assert_refused(r, 2, "dataset 2", "is dataset 1 again, with the same layout (lists)")
+    assert out.read_bytes() == before
+
+
+def test_eval_on_a_dataset_that_was_not_given_is_one_line_exit_2(
+    sample_dir: Path, existing_model: tuple[Path, bytes]
+):
+    out, before = existing_model
+    r = edged_train(sample_dir, "--eval-on", "2", "-o", out)
+    assert_refused(r, 2, "--eval-on 2: there is only 1 dataset")
+    assert out.read_bytes() == before
+
+
+def test_a_step_past_its_long_work_count_shows_progress_and_a_short_one_prints_nothing():
+    out = io.StringIO()
+    short = trainer._progress("comparing photos", 100, True, out)
+    assert short is not None
+    for i in range(1, 51):
+        short(i, 50)
+    assert out.getvalue() == ""
+    long = trainer._progress("comparing photos", 100, True, out)
+    assert long is not None
+    for i in range(1, 201):
+        long(i, 200)
+    assert out.getvalue().splitlines()[-1].startswith("comparing photos: 200/200 (100%)")
+    assert trainer._progress("comparing photos", 100, False, out) is None  # -q

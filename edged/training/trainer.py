@@ -1,10 +1,12 @@
-"""``edged-train``: build ``trainer.yml`` from a labelled dataset (and ``--eval`` it).
+"""``edged-train``: build ``trainer.yml`` from labelled datasets (and ``--eval`` it).
 
-Reading labels is `edged.datasets`; turning faces into histograms is `edged.fitting`;
-the held-out protocol is `edged.evaluate`. This module finds the face in each image
-(with the same detector and `vision.Preprocessor` prediction uses), decides what bad
-input means, reports progress and the per-class table, and writes the model once,
-atomically, only when everything above succeeded.
+Reading labels and merging datasets is `edged.datasets`; turning faces into histograms
+is `edged.fitting`; the held-out protocol is `edged.evaluate`. This module finds the
+face in each image (with the same detector and `vision.Preprocessor` prediction uses),
+fingerprints each decoded photo on the way (near-duplicates across datasets share an
+evaluation group), decides what bad input means, reports progress and the per-class and
+per-dataset table, and writes the model once, atomically, only when everything above
+succeeded.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -22,12 +24,28 @@ from edged.arguments import number
 from edged.errors import DatasetError, EdgedError, ExitStatus, RedactingArgumentParser, run_guarded
 from edged.images import DEFAULT_MAX_PIXELS, ImageUnreadable, add_max_pixels_option, read_image
 from edged.training import fitting
-from edged.training.datasets import DEFAULT_CLASSES, Dataset, Sample, load_dataset, parse_classes
+from edged.training.datasets import (
+    DEFAULT_CLASSES,
+    Collection,
+    Dataset,
+    Fingerprint,
+    RepeatedDataset,
+    Sample,
+    content_keys,
+    fingerprint,
+    group_people,
+    load_datasets,
+    merge,
+    near_duplicates,
+    parse_classes,
+    photos_of,
+)
 from edged.training.evaluate import (
     EvalReport,
     cross_validate,
     edged_pipeline,
     format_report,
+    format_sources,
     write_confusion_png,
 )
 from edged.vision.detector import (
@@ -44,37 +62,62 @@ from edged.vision.preprocess import Preprocessor
 
 # How many file names an error or warning quotes before "and N more".
 SHOW_NAMES = 5
+# Past these counts a step shows its own progress line; below them it takes about a
+# second or less here: hashing files of a shared size (~0.5 ms each), comparing
+# fingerprints (every pair: 20000 photos take ~1.3 s).
+LONG_HASHING = 2000
+LONG_COMPARING = 20000
+
+
+class CommandLineError(EdgedError):
+    """Options that do not fit together: one line, exit 2 like any usage error."""
 
 
 @dataclass
 class ClassCounts:
-    """One row of the final table."""
+    """One row of the final table: ``listed`` = missing + duplicate + two_labels +
+    unreadable + read, and read = no_face + trained."""
 
     listed: int = 0
     missing: int = 0
+    duplicate: int = 0  # the same bytes as a photo already counted (here or before)
+    two_labels: int = 0  # the same bytes carry another class too: left out
     unreadable: int = 0
     no_face: int = 0
     trained: int = 0
 
     @property
     def read(self) -> int:
-        return self.listed - self.missing - self.unreadable
+        return self.listed - self.missing - self.duplicate - self.two_labels - self.unreadable
+
+    def __add__(self, other: ClassCounts) -> ClassCounts:
+        return ClassCounts(
+            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(ClassCounts))
+        )
 
 
 @dataclass
 class FaceSet:
-    """The prepared faces of a dataset, and what happened to every image."""
+    """The prepared faces of the datasets, and what happened to every image."""
 
     classes: tuple[str, ...]
     faces: list[Gray] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     persons: list[str] = field(default_factory=list)
+    # Each face's evaluation group (its person, joined with near-duplicates' people).
+    groups: list[str] = field(default_factory=list)
     counts: dict[str, ClassCounts] = field(default_factory=dict)
+    # The same per dataset, in the order given.
+    by_dataset: list[dict[str, ClassCounts]] = field(default_factory=list)
     # Per class: the unreadable images' names, with the reason when one is known.
     unreadable: dict[str, list[str]] = field(default_factory=dict)
     # Every readable sample's face (None: no face found), for --eval to reuse.
     by_path: dict[Path, Gray | None] = field(default_factory=dict)
     readable: list[Sample] = field(default_factory=list)
+    # Every readable sample's fingerprint (`datasets.fingerprint`), for near-duplicates.
+    prints: list[Fingerprint] = field(default_factory=list)
+    # Pairs of photos found to be near-duplicates of another person's photo.
+    linked: list[tuple[Path, Path]] = field(default_factory=list)
 
 
 class Progress:
@@ -134,7 +177,7 @@ def _examples(names: Sequence[str]) -> str:
 
 
 def extract_faces(
-    dataset: Dataset,
+    photos: Collection,
     detector: FaceDetector,
     pre: Preprocessor,
     progress: Progress | None = None,
@@ -144,15 +187,12 @@ def extract_faces(
 
     Images are read with `read_image`: one above ``max_pixels`` is unreadable (from its
     header, before decoding), and so is one OpenCV cannot decode, out of memory included.
+    Each decoded photo is fingerprinted on the way (for near-duplicates: no second read).
     """
-    ids = {c: i for i, c in enumerate(dataset.classes)}
-    out = FaceSet(dataset.classes)
-    for c in dataset.classes:
-        out.counts[c] = ClassCounts(
-            listed=dataset.listed.get(c, 0), missing=len(dataset.missing.get(c, []))
-        )
-    for n, s in enumerate(dataset.samples, start=1):
-        counts = out.counts[s.label]
+    ids = {c: i for i, c in enumerate(photos.classes)}
+    out = FaceSet(photos.classes, by_dataset=_dataset_counts(photos))
+    for n, s in enumerate(photos.samples, start=1):
+        counts = out.by_dataset[s.sources[0]][s.label]
         try:
             image = read_image(s.path, max_pixels)
         except ImageUnreadable as e:
@@ -160,8 +200,10 @@ def extract_faces(
             name = s.path.name + (f" ({e.reason})" if e.reason else "")
             out.unreadable.setdefault(s.label, []).append(name)
         else:
+            gray = to_gray(image)
             out.readable.append(s)
-            face = largest_face(to_gray(image), detector, pre)
+            out.prints.append(fingerprint(gray))
+            face = largest_face(gray, detector, pre)
             out.by_path[s.path] = face
             if face is None:
                 counts.no_face += 1
@@ -174,7 +216,47 @@ def extract_faces(
             progress.update(n)
     if progress is not None:
         progress.finish()
+    out.counts = {c: _total(per[c] for per in out.by_dataset) for c in photos.classes}
+    out.groups = list(out.persons)
     return out
+
+
+def _dataset_counts(photos: Collection) -> list[dict[str, ClassCounts]]:
+    """Per dataset and class, what the labels named and what merging left out."""
+    return [
+        {
+            c: ClassCounts(
+                listed=ds.listed.get(c, 0),
+                missing=len(ds.missing.get(c, [])),
+                duplicate=photos.duplicate[k][c],
+                two_labels=photos.two_labels[k][c],
+            )
+            for c in photos.classes
+        }
+        for k, ds in enumerate(photos.parts)
+    ]
+
+
+def _total(counts: Iterable[ClassCounts]) -> ClassCounts:
+    return sum(counts, ClassCounts())
+
+
+def assign_groups(
+    faces: FaceSet, photos: Collection, progress: Callable[[int, int], None] | None = None
+) -> None:
+    """Join the people of near-duplicate photos (and of one photo under two names) into
+    one evaluation group, for the scorer's inner folds and for --eval's folds."""
+    pairs = near_duplicates(faces.prints, progress=progress)
+    readable = faces.readable
+    links = [(readable[i].person, readable[j].person) for i, j in pairs]
+    faces.linked = [
+        (readable[i].path, readable[j].path)
+        for i, j in pairs
+        if readable[i].person != readable[j].person
+    ]
+    group = group_people((s.person for s in readable), [*links, *photos.same_photo])
+    faces.readable = [replace(s, group=group[s.person]) for s in readable]
+    faces.groups = [group[p] for p in faces.persons]
 
 
 def check_faces(faces: FaceSet) -> None:
@@ -195,7 +277,10 @@ def check_faces(faces: FaceSet) -> None:
     empty = [c for c, n in faces.counts.items() if n.trained == 0]
     if empty:
         why = "; ".join(
-            f"{c}: {n.listed} listed, {n.missing} missing, {n.unreadable} unreadable"
+            f"{c}: {n.listed} listed, {n.missing} missing"
+            + (f", {n.duplicate} duplicate" if n.duplicate else "")
+            + (f", {n.two_labels} with two labels" if n.two_labels else "")
+            + f", {n.unreadable} unreadable"
             + (f" ({_examples(faces.unreadable[c])})" if n.unreadable else "")
             + f", {n.no_face} without a face"
             for c, n in faces.counts.items()
@@ -207,31 +292,41 @@ def check_faces(faces: FaceSet) -> None:
         )
 
 
-def format_table(counts: dict[str, ClassCounts]) -> str:
-    """The per-class summary printed after training."""
-    head = ("class", "listed", "missing", "read", "unreadable", "no face", "trained")
-    rows = [
-        (c, n.listed, n.missing, n.read, n.unreadable, n.no_face, n.trained)
-        for c, n in counts.items()
+# The table's columns: (ClassCounts field or property, heading). The two merging columns
+# are shown with several datasets, or when a dataset has such a photo.
+COLUMNS = (
+    ("listed", "listed"),
+    ("missing", "missing"),
+    ("duplicate", "duplicate"),
+    ("two_labels", "2 labels"),
+    ("read", "read"),
+    ("unreadable", "unreadable"),
+    ("no_face", "no face"),
+    ("trained", "trained"),
+)
+_MERGING = ("duplicate", "two_labels")
+
+
+def format_table(
+    counts: dict[str, ClassCounts], datasets: Sequence[tuple[str, dict[str, ClassCounts]]] = ()
+) -> str:
+    """The per-class summary printed after training: a row per class, the total, and
+    with several datasets one row per dataset (its photos of every class)."""
+    rows = [*counts.items(), ("total", _total(counts.values()))]
+    rows += [(name, _total(per.values())) for name, per in datasets]
+    columns = [
+        (key, head)
+        for key, head in COLUMNS
+        if key not in _MERGING or datasets or any(getattr(n, key) for _, n in rows)
     ]
-    total = ClassCounts(
-        *(sum(getattr(n, k) for n in counts.values()) for k in ClassCounts.__dataclass_fields__)
+    cells = [[name, *(str(getattr(n, key)) for key, _ in columns)] for name, n in rows]
+    head = ["class", *(h for _, h in columns)]
+    widths = [max(len(r[i]) for r in [head, *cells]) for i in range(len(head))]
+    return "\n".join(
+        f"{r[0]:<{widths[0]}}  "
+        + "  ".join(f"{v:>{w}}" for v, w in zip(r[1:], widths[1:], strict=True))
+        for r in [head, *cells]
     )
-    rows.append(
-        (
-            "total",
-            total.listed,
-            total.missing,
-            total.read,
-            total.unreadable,
-            total.no_face,
-            total.trained,
-        )
-    )
-    width = max(len(head[0]), *(len(str(r[0])) for r in rows))
-    lines = [f"{head[0]:<{width}}  " + "  ".join(f"{h:>10}" for h in head[1:])]
-    lines += [f"{r[0]:<{width}}  " + "  ".join(f"{v:>10}" for v in r[1:]) for r in rows]
-    return "\n".join(lines)
 
 
 def _check_output(path: Path) -> None:
@@ -257,17 +352,51 @@ def save(fitted: fitting.FittedModel, path: Path) -> str:
 
 @dataclass(frozen=True)
 class TrainResult:
-    dataset: Dataset
+    photos: Collection
     faces: FaceSet
     fitted: fitting.FittedModel
     version: str
     seconds: float
 
+    @property
+    def dataset(self) -> Dataset:
+        """The first dataset (the only one, for a single dataset)."""
+        return self.photos.parts[0]
+
+
+def collect(
+    datasets: Sequence[Dataset],
+    classes: tuple[str, ...] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Collection:
+    """The datasets merged, each photo (by its bytes) once."""
+    paths = photos_of(datasets)
+    keys = content_keys(paths, progress)
+    return merge(datasets, keys, classes or datasets[0].classes)
+
+
+def check_missing(datasets: Sequence[Dataset]) -> None:
+    """Refuse listed files that do not exist (``--skip-missing`` does not call this)."""
+    several = len(datasets) > 1
+    names = [
+        f"{ds.root / ds.sources.get(c, c) if several else ds.sources.get(c, c)}: {n}"
+        for ds in datasets
+        for c, ns in ds.missing.items()
+        for n in ns
+    ]
+    if names:
+        where = "the datasets" if several else str(datasets[0].root)
+        raise DatasetError(
+            f"{len(names)} listed images do not exist in {where} "
+            f"({_examples(names)}); fix the lists or pass --skip-missing"
+        )
+
 
 def train(
-    dataset: Dataset,
+    datasets: Dataset | Sequence[Dataset],
     out: Path,
     *,
+    classes: tuple[str, ...] | None = None,
     lbph: LBPHParams | None = None,
     detector: DetectorConfig | None = None,
     skip_missing: bool = False,
@@ -276,40 +405,65 @@ def train(
     stream: TextIO | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> TrainResult:
-    """Train on ``dataset`` and write ``out``; raises before writing anything on bad input."""
+    """Train on the datasets (merged by class name, each photo once) and write ``out``;
+    raises before writing anything on bad input. ``classes``: the model's, in id order
+    (default: the first dataset's)."""
     t0 = time.monotonic()
-    if dataset.missing and not skip_missing:
-        names = [
-            f"{dataset.sources.get(c, c)}: {n}" for c, ns in dataset.missing.items() for n in ns
-        ]
-        raise DatasetError(
-            f"{len(names)} listed images do not exist in {dataset.root} "
-            f"({_examples(names)}); fix the lists or pass --skip-missing"
-        )
+    parts = [datasets] if isinstance(datasets, Dataset) else list(datasets)
+    if not skip_missing:
+        check_missing(parts)
+    hashing = _progress("comparing photos", LONG_HASHING, progress, stream)
+    photos = collect(parts, classes, hashing)
     cfg = fitting.FitConfig(lbph=lbph or LBPHParams())
     det = FaceDetector(detector or IMAGE_DETECTOR)
     pre = Preprocessor(cfg.preprocess)
-    bar = Progress("finding faces", len(dataset.samples), stream, enabled=progress)
-    faces = extract_faces(dataset, det, pre, bar, max_pixels)
+    bar = Progress("finding faces", len(photos.samples), stream, enabled=progress)
+    faces = extract_faces(photos, det, pre, bar, max_pixels)
     check_faces(faces)
     # Warnings only once training goes ahead: a refusal stays one line.
-    warn_left_out(dataset, faces, log)
-    classes = dict(enumerate(dataset.classes))
-    fitted = fitting.fit(faces.faces, faces.labels, classes, cfg, groups=faces.persons)
+    warn_left_out(photos, faces, log)
+    comparing = _progress("finding near-duplicates", LONG_COMPARING, progress, stream)
+    assign_groups(faces, photos, comparing)
+    names = dict(enumerate(photos.classes))
+    fitted = fitting.fit(faces.faces, faces.labels, names, cfg, groups=faces.groups)
     version = save(fitted, out)
-    return TrainResult(dataset, faces, fitted, version, time.monotonic() - t0)
+    return TrainResult(photos, faces, fitted, version, time.monotonic() - t0)
 
 
-def warn_left_out(dataset: Dataset, faces: FaceSet, log: Callable[[str], None]) -> None:
+def _progress(
+    what: str, long: int, enabled: bool, stream: TextIO | None
+) -> Callable[[int, int], None] | None:
+    """A ``progress(done, total)`` for work that only sometimes takes long: it shows a
+    progress line (`Progress`) when the total is above ``long``."""
+    if not enabled:
+        return None
+    bar: list[Progress] = []
+
+    def update(done: int, total: int) -> None:
+        if total <= long:
+            return
+        if not bar:
+            bar.append(Progress(what, total, stream))
+        bar[0].update(done)
+        if done >= total:
+            bar[0].finish()
+
+    return update
+
+
+def warn_left_out(photos: Collection, faces: FaceSet, log: Callable[[str], None]) -> None:
     """One warning line per kind of thing left out of training."""
-    for line in dataset.warnings:
-        log(line)
-    if dataset.missing:
-        log(f"skipping {dataset.missing_count} listed images that do not exist")
-    if dataset.conflicts:
+    several = len(photos.parts) > 1
+    for n, ds in enumerate(photos.parts, start=1):
+        for line in ds.warnings:
+            log(f"dataset {n} ({ds.root}): {line}" if several else line)
+    missing = sum(ds.missing_count for ds in photos.parts)
+    if missing:
+        log(f"skipping {missing} listed images that do not exist")
+    if photos.conflicts:
         log(
-            f"leaving out {len(dataset.conflicts)} images labelled with two classes: "
-            + _examples([f"{k} ({'/'.join(v)})" for k, v in dataset.conflicts.items()])
+            f"leaving out {len(photos.conflicts)} images labelled with two classes: "
+            + _examples([f"{k} ({'/'.join(v)})" for k, v in photos.conflicts.items()])
         )
     unreadable = [n for ns in faces.unreadable.values() for n in ns]
     if unreadable:
@@ -319,14 +473,15 @@ def warn_left_out(dataset: Dataset, faces: FaceSet, log: Callable[[str], None]) 
         )
 
 
-def check_folds(samples: Sequence[Sample], folds: int) -> None:
-    """Each fold needs a person of its own: refuse --folds the dataset cannot fill."""
-    people = len({s.person for s in samples})
+def check_folds(samples: Sequence[Sample], folds: int, what: str = "the dataset") -> None:
+    """Each fold needs a group of its own: refuse --folds the photos cannot fill (people
+    whose photos are near-duplicates count as one)."""
+    people = len({s.fold_group for s in samples})
     if people < folds:
         hint = f"use --folds {people} or " if people >= 2 else ""
         raise DatasetError(
             f"--eval with {folds} folds needs at least {folds} different people; "
-            f"the dataset has {people} ({hint}add photos of more people)"
+            f"{what} has {people} ({hint}add photos of more people)"
         )
 
 
@@ -334,15 +489,21 @@ def evaluate(
     result: TrainResult,
     *,
     folds: int,
+    eval_on: int | None = None,
     lbph: LBPHParams | None = None,
     detector: DetectorConfig | None = None,
     progress: bool = True,
     stream: TextIO | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> EvalReport:
-    """Person-grouped k-fold evaluation on the same images, reusing the detected faces."""
-    items = result.faces.readable
-    check_folds(items, folds)
+    """Person-grouped k-fold evaluation on the same images, reusing the detected faces.
+
+    ``eval_on`` (0-based): test only the photos of that dataset; the other datasets'
+    photos join the training side of each fold whose tested people and near-duplicates
+    they do not share (`cross_validate`'s ``train_only``).
+    """
+    items, extra = split_for_eval(result.faces.readable, eval_on)
+    check_folds(items, folds, "the dataset" if eval_on is None else f"dataset {eval_on + 1}")
     cfg = fitting.FitConfig(lbph=lbph or LBPHParams())
     train_fn, predict_fn = edged_pipeline(
         cfg, detector or IMAGE_DETECTOR, faces=result.faces.by_path, max_pixels=max_pixels
@@ -353,12 +514,39 @@ def evaluate(
         train_fn,
         predict_fn,
         folds=folds,
-        classes=list(result.dataset.classes),
+        classes=list(result.photos.classes),
         progress=lambda done, _total: bar.update(done),
         name="edged",
+        train_only=extra,
     )
     bar.finish()
+    if eval_on is not None and extra:
+        report.notes.append(
+            f"tested on dataset {eval_on + 1}'s photos only; the other {len(extra)} photos "
+            "train only, never beside a tested person or near-duplicate"
+        )
     return report
+
+
+def split_for_eval(
+    samples: Sequence[Sample], eval_on: int | None
+) -> tuple[list[Sample], list[Sample]]:
+    """(tested, training only): every photo tested, or only dataset ``eval_on``'s."""
+    if eval_on is None:
+        return list(samples), []
+    tested = [s for s in samples if eval_on in s.sources]
+    return tested, [s for s in samples if eval_on not in s.sources]
+
+
+def source_lines(result: TrainResult) -> list[tuple[str, list[Path]]]:
+    """Each dataset's name for the --eval report and the photos it has."""
+    return [
+        (
+            f"{k + 1}: {ds.layout} {ds.root}",
+            [s.path for s in result.faces.readable if k in s.sources],
+        )
+        for k, ds in enumerate(result.photos.parts)
+    ]
 
 
 def format_confusion(report: EvalReport) -> str:
@@ -387,6 +575,16 @@ class names: anger, happy, neutral, sad, surprise, disgust, fear, contempt, or t
   of your own lists or folders. Default: the workshop's five, with its ids (0 anger,
   1 happy, 2 sad, 3 neutral, 4 surprise).
 
+several datasets: edged-train A B C trains on all of them, merged by class name (after
+  the spellings above). --layout is given once (for every dataset) or once per dataset,
+  in the order of the datasets; the same folder may be given twice with two layouts
+  (edged-train ~/fe ~/fe --layout lists --layout legend). A dataset may have only some
+  of the classes; each class must be in one of them. A photo is known by its bytes: the
+  same photo in two datasets is trained once (the later ones count it as "duplicate");
+  the same photo under two classes is left out (counted as "2 labels"), with a warning.
+  A copy re-encoded or resized is kept, but with --eval it is never on both sides of a
+  split: its people and the original's are one group.
+
 bad input: a listed file that does not exist is an error (naming the first few) unless
   --skip-missing; an image that cannot be decoded (out of memory included), that is
   above --max-pixels (read from its header, before decoding), or that shows no face is
@@ -397,17 +595,23 @@ bad input: a listed file that does not exist is an error (naming the first few) 
   reading it sees the old file or the new one, never half of one.
 
 outputs: the model file (-o, default trainer.yml) with the class names inside; a
-  per-class table on stdout (listed, missing, read, unreadable, no face, trained);
-  progress on stderr; with --eval, the held-out report and a confusion-matrix PNG.
+  per-class table on stdout (listed, missing, read, unreadable, no face, trained; with
+  several datasets also duplicate and 2 labels, and one row per dataset); progress on
+  stderr; with --eval, the held-out report (each class's recall, and its lowest and
+  highest over the folds; with several datasets, the score of each dataset's photos)
+  and a confusion-matrix PNG.
 
-exit status: 0 trained; 2 bad command line; 65 unusable dataset (missing folder or
-  files, unknown class, a class without faces); 66 OpenCV's face cascade is missing;
-  1 the model cannot be written; 70 a bug (please report it); 141 stdout was closed
-  early (| head): the rest is skipped quietly.
+exit status: 0 trained; 2 bad command line (also: --layout given neither once nor once
+  per dataset, --eval-on beyond the datasets, one folder given twice with one layout);
+  65 unusable dataset (missing folder or files, unknown class, a class without faces);
+  66 OpenCV's face cascade is missing; 1 the model cannot be written; 70 a bug (please
+  report it); 141 stdout was closed early (| head): the rest is skipped quietly.
 
 example:
   edged-train ~/facial_expressions -o trainer.yml --eval
   edged-train ~/my-faces --layout folders --classes happy,sad,neutral --grid-x 7 --grid-y 7
+  edged-train ~/facial_expressions ~/facial_expressions --layout lists --layout legend \\
+      --eval-on 1
 """
 
 
@@ -430,7 +634,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dataset_arguments(p: argparse.ArgumentParser) -> None:
     """What to read and where the model goes."""
-    p.add_argument("dataset", type=Path, metavar="DATASET", help="the dataset folder")
+    p.add_argument(
+        "datasets",
+        type=Path,
+        nargs="+",
+        metavar="DATASET",
+        help="a dataset folder; several are merged by class name (see below)",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -442,8 +652,9 @@ def _dataset_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--layout",
         choices=("auto", "lists", "legend", "folders"),
-        default="auto",
-        help="how the dataset is labelled (default: %(default)s; see below)",
+        action="append",
+        help="how a dataset is labelled: once for every dataset, or repeated once per "
+        "dataset in their order (default: auto; see below)",
     )
     p.add_argument(
         "--classes",
@@ -495,6 +706,14 @@ def _eval_arguments(e: argparse._ArgumentGroup) -> None:
         help="also measure accuracy on held-out people (k-fold, each person on one side)",
     )
     e.add_argument(
+        "--eval-on",
+        type=number(int, low=1, high=1000),
+        metavar="N",
+        help="with several datasets: test only on the N-th dataset's photos (1: the "
+        "first); the others' photos join the training side of each fold, never beside a "
+        "tested person or near-duplicate, and are never tested (implies --eval)",
+    )
+    e.add_argument(
         "--folds",
         type=number(int, low=2, high=50),
         default=5,
@@ -509,8 +728,29 @@ def _eval_arguments(e: argparse._ArgumentGroup) -> None:
     )
 
 
+def layouts_for(datasets: Sequence[Path], layouts: Sequence[str] | None) -> list[str]:
+    """One layout per dataset: ``--layout`` given once applies to all, else in order."""
+    given = list(layouts or ["auto"])
+    if len(given) == 1:
+        return given * len(datasets)
+    if len(given) != len(datasets):
+        raise CommandLineError(
+            f"--layout is given {len(given)} times for {len(datasets)} datasets: give it "
+            "once (for all of them) or once per dataset, in the same order"
+        )
+    return given
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``edged-train`` command; raises `EdgedError` subclasses for the user's mistakes."""
+    try:
+        return _run(args)
+    except (CommandLineError, RepeatedDataset) as e:
+        print(f"edged-train: error: {e}", file=sys.stderr)
+        return ExitStatus.USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
     quiet: bool = args.quiet
 
     def note(msg: str) -> None:
@@ -522,45 +762,115 @@ def run(args: argparse.Namespace) -> int:
 
     classes = parse_classes(args.classes) if args.classes else DEFAULT_CLASSES
     out: Path = args.output
+    roots: list[Path] = args.datasets
+    layouts = layouts_for(roots, args.layout)
+    eval_on = _eval_on(args, len(roots))
     _check_output(out)
-    dataset = load_dataset(args.dataset, classes, args.layout)
-    note(
-        f"{dataset.root}: {dataset.layout} layout, {len(dataset.samples)} images in "
-        f"{len(classes)} classes ({', '.join(classes)})"
-    )
+    datasets = load_datasets(list(zip(roots, layouts, strict=True)), classes)
+    _describe(datasets, note)
     if args.eval:
-        check_folds(dataset.samples, args.folds)
+        _check_eval(datasets, args.folds, eval_on)
     lbph = LBPHParams(args.radius, args.neighbors, args.grid_x, args.grid_y)
     result = train(
-        dataset,
+        datasets,
         out,
+        classes=classes,
         lbph=lbph,
         skip_missing=args.skip_missing,
         progress=not quiet,
         log=warn,
         max_pixels=args.max_pixels,
     )
-    if not quiet:
-        print(format_table(result.faces.counts))
-        print(
-            f"wrote {out} (version {result.version}): {len(classes)} classes, "
-            f"{len(result.fitted.histograms)} histograms from {len(result.faces.faces)} faces, "
-            f"LBPH radius {lbph.radius} neighbors {lbph.neighbors} grid "
-            f"{lbph.grid_x}x{lbph.grid_y}, {result.seconds:.1f} s",
-            flush=True,
-        )
+    _report_training(result, out, lbph, quiet, note)
     if args.eval:
-        report = evaluate(
-            result, folds=args.folds, lbph=lbph, progress=not quiet, max_pixels=args.max_pixels
-        )
-        print(format_report(report))
-        print(format_confusion(report), flush=True)
-        try:
-            write_confusion_png(report, args.eval_png)
-        except OSError as e:
-            raise EdgedError(f"cannot write {args.eval_png}: {e}") from None
-        print(f"confusion matrix: {args.eval_png}")
+        _report_eval(result, args, eval_on, lbph)
     return ExitStatus.OK
+
+
+def _eval_on(args: argparse.Namespace, count: int) -> int | None:
+    """--eval-on as a 0-based dataset index (None: test every photo); implies --eval."""
+    if args.eval_on is None:
+        return None
+    if args.eval_on > count:
+        raise CommandLineError(
+            f"--eval-on {args.eval_on}: there {'is' if count == 1 else 'are'} only {count} "
+            f"dataset{'' if count == 1 else 's'}"
+        )
+    args.eval = True
+    return int(args.eval_on) - 1
+
+
+def _check_eval(datasets: Sequence[Dataset], folds: int, eval_on: int | None) -> None:
+    """Refuse --folds the tested photos cannot fill, before any work."""
+    if eval_on is None:
+        check_folds([s for ds in datasets for s in ds.samples], folds)
+    else:
+        check_folds(datasets[eval_on].samples, folds, f"dataset {eval_on + 1}")
+
+
+def _describe(datasets: Sequence[Dataset], note: Callable[[str], None]) -> None:
+    if len(datasets) == 1:
+        ds = datasets[0]
+        note(
+            f"{ds.root}: {ds.layout} layout, {len(ds.samples)} images in "
+            f"{len(ds.classes)} classes ({', '.join(ds.classes)})"
+        )
+        return
+    for n, ds in enumerate(datasets, start=1):
+        some = f"{len(ds.classes)} class" + ("" if len(ds.classes) == 1 else "es")
+        note(
+            f"dataset {n}: {ds.root}: {ds.layout} layout, {len(ds.samples)} images in "
+            f"{some} ({', '.join(ds.classes)})"
+        )
+
+
+def _report_training(
+    result: TrainResult, out: Path, lbph: LBPHParams, quiet: bool, note: Callable[[str], None]
+) -> None:
+    parts = result.photos.parts
+    if result.faces.linked:
+        a, b = result.faces.linked[0]
+        note(
+            f"{len(result.faces.linked)} pairs of photos of different people are "
+            f"near-duplicates (e.g. {a.name} ~ {b.name}): their people are one group "
+            "for evaluation"
+        )
+    if quiet:
+        return
+    named = [
+        (f"dataset {k + 1} ({ds.layout})", per)
+        for k, (ds, per) in enumerate(zip(parts, result.faces.by_dataset, strict=True))
+    ]
+    print(format_table(result.faces.counts, named if len(parts) > 1 else ()))
+    print(
+        f"wrote {out} (version {result.version}): {len(result.photos.classes)} classes, "
+        f"{len(result.fitted.histograms)} histograms from {len(result.faces.faces)} faces, "
+        f"LBPH radius {lbph.radius} neighbors {lbph.neighbors} grid "
+        f"{lbph.grid_x}x{lbph.grid_y}, {result.seconds:.1f} s",
+        flush=True,
+    )
+
+
+def _report_eval(
+    result: TrainResult, args: argparse.Namespace, eval_on: int | None, lbph: LBPHParams
+) -> None:
+    report = evaluate(
+        result,
+        folds=args.folds,
+        eval_on=eval_on,
+        lbph=lbph,
+        progress=not args.quiet,
+        max_pixels=args.max_pixels,
+    )
+    print(format_report(report))
+    if len(result.photos.parts) > 1:
+        print(format_sources(report, source_lines(result)))
+    print(format_confusion(report), flush=True)
+    try:
+        write_confusion_png(report, args.eval_png)
+    except OSError as e:
+        raise EdgedError(f"cannot write {args.eval_png}: {e}") from None
+    print(f"confusion matrix: {args.eval_png}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
