@@ -8,6 +8,7 @@ not a recognizer. The real pipeline is run through the same protocol further dow
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -301,3 +302,23 @@ def test_the_score_per_source_is_computed_on_that_sources_photos_alone():
     assert lines[0] == "| source | images | balanced accuracy | recall: happy / sad |"
     assert lines[2] == "| 1: lists A | 2 | 50.0% | 100 / 0 % |"
     assert lines[3] == "| 2: legend B | 2 | 50.0% | - / 50 % |"  # no happy photo: no recall
+
+
+@pytest.mark.slow
+def test_the_layout_bench_prints_its_three_rows_on_the_sample(
+    sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """``python -m bench.layouts`` keeps running as the code it measures changes (its
+    figures come from the full dataset; here only its shape is checked)."""
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root))
+    from bench import layouts
+
+    args = ["--dataset", str(sample_dir), "--cache", str(tmp_path), "--folds", "2"]
+    assert layouts.main(args) == 0
+    out = capsys.readouterr().out
+    rows = [x for x in out.splitlines() if x.startswith("| ") and " s |" in x]
+    names = [x.split(" | ")[0] for x in rows]
+    assert names == ["| lists alone", "| legend (on the lists photos)", "| lists + legend"]
+    assert "80 lists photos" in out
+    assert len(list(tmp_path.glob("faces-*.npz"))) == 1  # a rerun reads the faces from here
