@@ -855,7 +855,7 @@ def test_eval_with_several_datasets_reports_the_fold_spread_and_a_score_per_sour
         r"^\| recall over the folds, lowest-highest \| \d+-\d+ / \d+-\d+ % \|$", r.stdout, re.M
     ), r.stdout
     assert "| source | images | balanced accuracy | recall: happy / sad |" in r.stdout
-    # Dataset 1's 16 photos are all in dataset 2 as well: 32 tested, 16 from each... and 32.
+    # Every photo is tested: dataset 2's 32, of which dataset 1's 16 are a copy.
     lines = [x for x in r.stdout.splitlines() if re.match(r"^\| [12]: ", x)]
     assert [x.split(" | ")[0:2] for x in lines] == [
         [f"| 1: lists {a}", "16"],
