@@ -245,3 +245,21 @@ def test_a_face_gets_the_same_features_at_fit_time_and_from_the_loaded_model(
         own = [i for i, c in enumerate(fitted.labels[:-5]) if c == k]
         empty = [2.0 * np.count_nonzero(stored[i].reshape(64, -1).sum(1) == 0) for i in own]
         assert loaded[k] == pytest.approx(float(at_fit[0][own].sum() - sum(empty)))
+
+
+def test_a_model_without_readouts_is_written_as_format_1(sample_faces, tmp_path: Path):
+    """readout=False gives edged's first kind of file (format 1, no edged.readouts), which an
+    edged that knows format 1 only still reads; the default writes format 2."""
+    faces, labels, people = sample_faces
+    classes = dict(enumerate(CLASSES))
+    old = fitting.fit(faces, labels, classes, fitting.FitConfig(readout=False), people)
+    assert len(old.histograms) == 20 and old.meta.readouts == 0
+    save(old, tmp_path / "old.yml")
+    fs = cv2.FileStorage(str(tmp_path / "old.yml"), cv2.FILE_STORAGE_READ)
+    assert int(fs.getNode("edged").getNode("format").real()) == 1
+    assert fs.getNode("edged").getNode("readouts").empty()
+    fs.release()
+    assert load_model(tmp_path / "old.yml").meta.format == 1
+    save(fitting.fit(faces, labels, classes, groups=people), tmp_path / "new.yml")
+    new = load_model(tmp_path / "new.yml")
+    assert new.meta.format == 2 and new.meta.readouts == 5 and new.samples == 25
