@@ -11,17 +11,6 @@ each class. A multinomial logistic regression over those distances, fitted on
 distances of held-out *people* (inner cross-validation on the training set only), picks
 the class and gives a calibrated confidence. Model size and per-face cost depend only on
 classes x bands, never on the number of training images.
-
-Issue 15: beside the region prototypes, one *readout histogram* per class carries a linear
-classifier over the whole face. A ridge regression on which LBP codes occur in each cell
-(present or not: the face's histogram bins above 0) gives every bin a weight per class;
-shifted to be non-negative and scaled to at most `FitConfig.readout_scale` (0.01: below
-one pixel's share of a cell, 1/49), they are stored as a histogram. LBPH's chi-square
-distance to it is then, per bin, 2p where the face lacks the code and about 2q - 6p where
-it has it: the whole distance is a constant minus about 8 x (the sum of the weights of
-the codes the face has), so the scorer reads the linear classifier out of LBPH's own
-distances. The scorer still gets the region distances too; it is fitted on both, held
-out by person.
 """
 
 from __future__ import annotations
@@ -49,7 +38,6 @@ Histograms = npt.NDArray[np.float32]  # LBPH histograms (or prototypes), one per
 Floats = npt.NDArray[np.float64]  # distances, scorer weights, probabilities
 Ints = npt.NDArray[np.int64]  # class ids, row indices
 Masks = npt.NDArray[np.bool_]  # one mask over histogram bins per row
-Present = npt.NDArray[np.uint8]  # 1 where a histogram bin is above 0, one face per row
 
 
 @dataclass(frozen=True)
@@ -57,9 +45,7 @@ class FitConfig:
     """``band``: rows of LBPH cells per region prototype (0: one whole-face prototype per
     class); ``mirror``: add mirrored copies of the training faces; ``l2``: ridge penalty
     of the scorer (None: chosen from `L2_GRID` by held-out log-loss); ``inner_folds``:
-    person-grouped folds that produce held-out distances; ``readout``: add one readout
-    histogram per class (module docstring; a format-2 file), ``readout_l2`` their ridge
-    penalty (None: the one of `READOUT_L2_GRID` with the lowest held-out error)."""
+    person-grouped folds that produce held-out distances."""
 
     lbph: LBPHParams = field(default_factory=LBPHParams)
     # The Haar box as it is (a 10% margin ties with it in person-grouped CV: README, Accuracy).
@@ -67,14 +53,8 @@ class FitConfig:
     band: int = 2
     mirror: bool = True
     l2: float | None = None
-    # 10, not 3: features from models fitted on 90% of the training people are closer to
-    # the final model's, so its confidence is less understated (ECE 0.057 -> 0.046).
-    inner_folds: int = 10
+    inner_folds: int = 3
     seed: int = 0
-    # The readout histograms (module docstring); None: ridge penalty chosen on inner folds.
-    readout: bool = True
-    readout_l2: float | None = None
-    readout_scale: float = 0.01  # the largest value of a readout histogram
 
 
 @dataclass(frozen=True)
@@ -267,22 +247,12 @@ def fit_histograms(
     masks = region_masks(cfg.lbph, cfg.band)
     protos, owners = prototypes(train_h, train_y, class_ids, masks)
     weights = bias = None
-    readouts = 0
     group_list = list(groups) if groups is not None else [str(i) for i in range(len(hists))]
     folds = _index_folds(group_list, cfg.inner_folds, cfg.seed, y)
     if len(class_ids) > 1 and len(folds) > 1:
-        target_all = np.searchsorted(class_ids, train_y)
-        ridge = _Ridge.of(train_h, target_all, len(class_ids)) if cfg.readout else None
-        x, l2 = _held_out_distances(
-            hists, train_h, train_y, class_ids=class_ids, masks=masks, folds=folds, ridge=ridge,
-            readout_l2=cfg.readout_l2, scale=cfg.readout_scale,
-        )  # fmt: skip
-        if ridge is not None:
-            w = ridge.weights(np.arange(len(train_h)), (l2,))[0]
-            extra = readout_histograms(w, cfg.readout_scale)
-            protos = np.vstack([protos, extra])
-            owners = np.concatenate([owners, np.asarray(class_ids, np.int64)])
-            readouts = len(class_ids)
+        x = _held_out_distances(
+            hists, train_h, train_y, class_ids=class_ids, masks=masks, folds=folds
+        )
         order = np.concatenate(folds)
         target = np.searchsorted(class_ids, y[order])
         held_groups = [group_list[i] for i in order]
@@ -299,7 +269,6 @@ def fit_histograms(
             trained_images=len(hists),
             weights=weights,
             bias=bias,
-            readouts=readouts,
         ),
     )
 
@@ -312,129 +281,21 @@ def _held_out_distances(
     class_ids: Sequence[int],
     masks: Masks,
     folds: Sequence[Ints],
-    ridge: _Ridge | None = None,
-    readout_l2: float | None = None,
-    scale: float = 0.01,
-) -> tuple[Floats, float]:
-    """Each face's distances to prototypes (and readouts) made without its fold (so never
-    from its own person), fold after fold: the features the scorer is fitted on; and the
-    readouts' ridge penalty, the one with the lowest held-out error (``readout_l2`` if set).
+) -> Floats:
+    """Each face's distances to prototypes made without its fold (so never from its own
+    person), fold after fold: the features the scorer is fitted on.
 
     ``train_h`` is ``hists`` (rows 0..n-1), followed by their mirror images if it has more.
     """
     n = len(hists)
-    l2s = READOUT_L2_GRID if readout_l2 is None else (readout_l2,)
-    region, readout = [], []
-    error = np.zeros(len(l2s))
+    feats = []
     for held in folds:
         keep = np.ones(n, bool)
         keep[held] = False
         sel = np.concatenate([keep, keep]) if len(train_h) > n else keep
         p, _ = prototypes(train_h[sel], train_y[sel], class_ids, masks)
-        region.append(chi_square(hists[held], p))
-        if ridge is not None:
-            fitted = ridge.weights(np.flatnonzero(sel), l2s)
-            error += [ridge.error(w, held) for w in fitted]
-            readout.append([chi_square(hists[held], readout_histograms(w, scale)) for w in fitted])
-    x = np.vstack(region)
-    if ridge is None:
-        return x, 0.0
-    best = int(np.argmin(error))  # the first (smallest penalty) of equals
-    log.debug("readout ridge penalty %g", l2s[best])
-    return np.hstack([x, np.vstack([r[best] for r in readout])]), l2s[best]
-
-
-# The readout's ridge penalties (on class weights summing to 1); chosen on inner folds.
-READOUT_L2_GRID = (0.1, 0.3, 1.0, 3.0)
-_BLOCK = 512  # rows converted at a time (16384 bins: 64 MB as float64)
-
-
-def present(hists: Histograms) -> Present:
-    """1 where a bin is above 0: which LBP codes occur in each cell."""
-    out: Present = (hists > 0).view(np.uint8)
-    return out
-
-
-def _gram(x: Present) -> Floats:
-    """x x^T (counts of codes two faces share), a block of rows at a time."""
-    n = len(x)
-    g = np.empty((n, n), np.float64)
-    for i in range(0, n, _BLOCK):
-        a = x[i : i + _BLOCK].astype(np.float32)
-        for j in range(0, i + _BLOCK, _BLOCK):
-            b = x[j : j + _BLOCK].astype(np.float32)
-            g[i : i + _BLOCK, j : j + _BLOCK] = a @ b.T
-            g[j : j + _BLOCK, i : i + _BLOCK] = g[i : i + _BLOCK, j : j + _BLOCK].T
-    return g
-
-
-def _times(x: Present, a: Floats) -> Floats:
-    """x^T a, a block of rows at a time (x is kept as bytes)."""
-    out = np.zeros((x.shape[1], a.shape[1]), np.float64)
-    for i in range(0, len(x), _BLOCK):
-        out += x[i : i + _BLOCK].T.astype(np.float64) @ a[i : i + _BLOCK]
-    return out
-
-
-@dataclass(frozen=True)
-class _Ridge:
-    """What the readouts are fitted from: the training rows' present codes, their Gram
-    matrix (computed once, shared by every inner fold), and their class indices."""
-
-    x: Present
-    gram: Floats
-    y: Ints
-    n_classes: int
-
-    @classmethod
-    def of(cls, train_h: Histograms, y: Ints, n_classes: int) -> _Ridge:
-        x = present(train_h)
-        return cls(x, _gram(x), y, n_classes)
-
-    def weights(self, rows: Ints, l2s: Sequence[float]) -> list[Floats]:
-        """Per penalty, (bins x classes) weights of a class-balanced ridge regression of
-        one-hot targets on ``rows``' present codes (weighted-centred; dual form: the
-        Gram matrix is rows x rows, the weights bins x classes)."""
-        y = self.y[rows]
-        k = self.n_classes
-        s = class_weights(y, k)
-        s = s / s.sum()
-        g = self.gram[np.ix_(rows, rows)]
-        a = g @ s
-        centred = g - a[:, None] - a[None, :] + s @ a
-        root = np.sqrt(s)
-        b = root[:, None] * centred * root[None, :]
-        rhs = root[:, None] * (np.eye(k)[y] - 1.0 / k)
-        eye = np.eye(len(rows))
-        duals = [root[:, None] * np.linalg.solve(b + l2 * eye, rhs) for l2 in l2s]
-        # One pass over the rows for the mean and every penalty's weights.
-        both = _times(self.x[rows], np.hstack([s[:, None], *duals]))
-        mu = both[:, 0]
-        return [
-            both[:, 1 + i * k : 1 + (i + 1) * k] - np.outer(mu, d.sum(0))
-            for i, d in enumerate(duals)
-        ]
-
-    def error(self, w: Floats, held: Ints) -> float:
-        """Class-balanced squared error of the ridge's scores on ``held`` rows (their
-        scores up to a per-class constant: the error is taken after removing it)."""
-        y = self.y[held]
-        s = class_weights(y, self.n_classes)
-        s = s / s.sum()
-        scores = self.x[held].astype(np.float32) @ w.astype(np.float32)
-        resid = scores - (np.eye(self.n_classes)[y] - 1.0 / self.n_classes)
-        resid -= s @ resid
-        return float(s @ (resid**2).sum(1))
-
-
-def readout_histograms(w: Floats, scale: float) -> Histograms:
-    """Ridge weights (bins x classes) as one non-negative histogram per class: each bin
-    shifted by its lowest class weight (a shift common to every class changes no
-    difference between them) and scaled to at most ``scale``."""
-    shifted = w - w.min(1, keepdims=True)
-    top = float(shifted.max())
-    out: Histograms = (shifted.T * (scale / top if top > 0 else 0.0)).astype(np.float32)
-    return out
+        feats.append(chi_square(hists[held], p))
+    return np.vstack(feats)
 
 
 def _fit_scorer(
