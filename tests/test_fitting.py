@@ -56,10 +56,13 @@ def test_chi_square_matches_the_distances_lbph_itself_computes(sample_faces):
 
 def test_histograms_per_class_do_not_grow_with_the_training_set(sample_faces):
     faces, labels, people = sample_faces
-    cfg = fitting.FitConfig()  # 8 cell rows in bands of 2: 4 region prototypes per class
+    # 8 cell rows in bands of 2: 4 region prototypes per class, and one readout per class.
+    cfg = fitting.FitConfig(readout=True)
     small = fitting.fit(faces[::4], labels[::4], dict(enumerate(CLASSES)), cfg, people[::4])
     full = fitting.fit(faces, labels, dict(enumerate(CLASSES)), cfg, people)
-    assert len(small.histograms) == len(full.histograms) == 5 * 4
+    assert len(small.histograms) == len(full.histograms) == 5 * 4 + 5
+    assert small.meta.readouts == full.meta.readouts == 5
+    assert full.labels[-5:] == [0, 1, 2, 3, 4]  # class c's readout carries label c
     assert sorted(set(full.labels)) == [0, 1, 2, 3, 4]
     assert full.meta.trained_images == len(faces)
 
@@ -87,12 +90,13 @@ def test_the_model_file_is_read_by_plain_lbph_and_by_edged_with_the_same_answers
     sample_faces, tmp_path: Path
 ):
     faces, labels, people = sample_faces
-    fitted = fitting.fit(faces, labels, dict(enumerate(CLASSES)), groups=people)
+    cfg = fitting.FitConfig(readout=True)
+    fitted = fitting.fit(faces, labels, dict(enumerate(CLASSES)), cfg, groups=people)
     path = tmp_path / "trainer.yml"
     save(fitted, path)
     plain = cv2.face.LBPHFaceRecognizer_create()
     plain.read(str(path))
-    assert len(plain.getHistograms()) == 20
+    assert len(plain.getHistograms()) == 25
     assert [plain.getLabelInfo(i) for i in range(5)] == list(CLASSES)
     label, _ = plain.predict(faces[0])
     assert 0 <= label < 5
@@ -177,11 +181,12 @@ def test_repeating_one_class_three_times_leaves_prototypes_and_scorer_unchanged(
         [np.ascontiguousarray(f[:, ::-1]) for f in faces], LBPHParams()
     )
     classes = dict(enumerate(CLASSES))
-    base = fitting.fit_histograms(hists, mirrored, labels, classes, groups=people)
+    cfg = fitting.FitConfig(readout=True)  # readouts too, which the sample alone leaves out
+    base = fitting.fit_histograms(hists, mirrored, labels, classes, cfg, groups=people)
     extra = [i for i, y in enumerate(labels) if y == cls] * 2
     rows = list(range(len(labels))) + extra
     tripled = fitting.fit_histograms(
-        hists[rows], mirrored[rows], [labels[i] for i in rows], classes,
+        hists[rows], mirrored[rows], [labels[i] for i in rows], classes, cfg,
         groups=[people[i] for i in rows],
     )  # fmt: skip
     assert base.labels == tripled.labels
@@ -203,3 +208,81 @@ def test_people_are_dealt_into_the_same_folds_however_many_photos_a_class_has():
     grown = person_folds([people[i] for i in rows], 3, 0, labels=[labels[i] for i in rows])
     as_people = [{people[i] for i in f} for f in base]
     assert [{people[rows[i]] for i in f} for f in grown] == as_people
+
+
+def test_a_face_gets_the_same_features_at_fit_time_and_from_the_loaded_model(
+    sample_faces, tmp_path: Path
+):
+    """Training and prediction see a face alike: the same prepared pixels (the model's own
+    Preprocessor, from its file), the same distances to every stored histogram (numpy's
+    chi-square at fit time, LBPH's predict_collect once loaded; readouts included) and so
+    the same scores and confidence."""
+    faces, labels, people = sample_faces
+    cfg = fitting.FitConfig(readout=True)
+    fitted = fitting.fit(faces, labels, dict(enumerate(CLASSES)), cfg, groups=people)
+    assert fitted.meta.readouts == 5
+    path = tmp_path / "trainer.yml"
+    save(fitted, path)
+    model = load_model(path)
+    detector = FaceDetector(IMAGE_DETECTOR)
+    stored = np.array(fitted.histograms)
+    w, b = fitted.meta.weights, fitted.meta.bias
+    assert w is not None and b is not None
+    for p in [p for c in CLASSES for p in sample_images(c, 2)]:
+        gray = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2GRAY)
+        box = detector.detect(gray)[0]
+        train_face = fitting.extract_face(p, detector, Preprocessor(fitted.meta.preprocess))
+        assert train_face is not None
+        assert np.array_equal(model.preprocessor(gray, box), train_face)
+        at_fit = fitting.chi_square(fitting.lbph_histograms([train_face], fitted.params), stored)
+        loaded = model.class_distances(train_face)  # fills the model's distance buffer
+        np.testing.assert_allclose(model._dist, at_fit[0], rtol=1e-6)
+        scores = at_fit[0] @ w + b
+        probs = np.exp(scores - scores.max())
+        probs /= probs.sum()
+        answer = model.predict_face(train_face)
+        assert answer.expression == CLASSES[int(np.argmax(scores))]
+        assert answer.confidence == pytest.approx(float(probs.max()), abs=1e-6)
+        # The reported distance: to the class's region prototypes, readouts left out.
+        k = int(np.argmax(scores))
+        own = [i for i, c in enumerate(fitted.labels[:-5]) if c == k]
+        empty = [2.0 * np.count_nonzero(stored[i].reshape(64, -1).sum(1) == 0) for i in own]
+        assert loaded[k] == pytest.approx(float(at_fit[0][own].sum() - sum(empty)))
+
+
+def test_a_model_without_readouts_is_written_as_format_1(sample_faces, tmp_path: Path):
+    """readout=False gives edged's first kind of file (format 1, no edged.readouts), which an
+    edged that knows format 1 only still reads; readouts give format 2."""
+    faces, labels, people = sample_faces
+    classes = dict(enumerate(CLASSES))
+    old = fitting.fit(faces, labels, classes, fitting.FitConfig(readout=False), people)
+    assert len(old.histograms) == 20 and old.meta.readouts == 0
+    save(old, tmp_path / "old.yml")
+    fs = cv2.FileStorage(str(tmp_path / "old.yml"), cv2.FILE_STORAGE_READ)
+    assert int(fs.getNode("edged").getNode("format").real()) == 1
+    assert fs.getNode("edged").getNode("readouts").empty()
+    fs.release()
+    assert load_model(tmp_path / "old.yml").meta.format == 1
+    new_cfg = fitting.FitConfig(readout=True)
+    save(fitting.fit(faces, labels, classes, new_cfg, groups=people), tmp_path / "new.yml")
+    new = load_model(tmp_path / "new.yml")
+    assert new.meta.format == 2 and new.meta.readouts == 5 and new.samples == 25
+
+
+def test_on_the_80_face_sample_the_default_is_the_model_before_readouts(sample_faces):
+    """Readouts are kept only where they lower the scorer's held-out log-loss, and inner
+    folds hold 30 people or more (else 3): on the committed sample neither holds, so the
+    default fits exactly the model issue 7 shipped (format 1, 3 inner folds), whose
+    confidence the daemon's smoothing threshold was set for."""
+    faces, labels, people = sample_faces
+    classes = dict(enumerate(CLASSES))
+    assert fitting.inner_folds(people, 10) == 3
+    default = fitting.fit(faces, labels, classes, groups=people)
+    before = fitting.fit(
+        faces, labels, classes, fitting.FitConfig(readout=False, inner_folds=3), people
+    )
+    assert default.meta.readouts == 0 and len(default.histograms) == 20
+    np.testing.assert_array_equal(np.array(default.histograms), np.array(before.histograms))
+    assert default.meta.weights is not None and before.meta.weights is not None
+    np.testing.assert_allclose(default.meta.weights, before.meta.weights)
+    assert fitting.inner_folds([f"p{i}" for i in range(300)], 10) == 10

@@ -128,6 +128,14 @@ def _set(key: str, value: Any) -> Callable[[Spec], None]:
     return change
 
 
+def _all(*changes: Callable[[Spec], None]) -> Callable[[Spec], None]:
+    def change(spec: Spec) -> None:
+        for c in changes:
+            c(spec)
+
+    return change
+
+
 def _lbph(key: str, value: Any) -> Callable[[Spec], None]:
     return lambda spec: spec.params.__setitem__(key, value)
 
@@ -186,6 +194,15 @@ BAD: list[tuple[str, Callable[[Spec], None], str]] = [
     ("bias-size", _set("bias", np.zeros((1, 3))), "edged.bias has shape 1 x 3, not 1 x 2"),
     ("bias-inf", _set("bias", np.array([[0.0, np.inf]])), "edged.bias holds NaN"),
     ("weights-without-bias", _set("bias", None), "edged.bias is missing"),
+    ("readouts-missing", _set("format", 2), "edged.readouts is missing"),
+    ("readouts-all", _all(_set("format", 2), _set("readouts", 4)), "edged.readouts = 4"),
+    ("readouts-negative", _all(_set("format", 2), _set("readouts", -1)), "edged.readouts = -1"),
+    ("readouts-text", _all(_set("format", 2), _set("readouts", "1")), "edged.readouts = '1'"),
+    (
+        "readouts-without-scorer",
+        _all(_set("format", 2), _set("readouts", 1), _set("weights", None), _set("bias", None)),
+        "readouts need edged.weights",
+    ),
 ]
 
 
@@ -227,6 +244,33 @@ def test_every_bad_field_is_refused_naming_it_and_never_replaces_the_working_mod
     assert store.current is working
     assert status.version == good.version
     assert named in (status.error or "")
+
+
+def test_format_1_files_load_as_before_and_format_2_readouts_are_no_class_distance(
+    tmp_path: Path,
+):
+    """edged's first files (format 1, no readouts) still load and answer as before; in a
+    format-2 file the last ``readouts`` histograms feed the scorer only: a face's distance
+    to its class leaves them out."""
+    old = load_model(write_spec(tmp_path / "old.yml", real_spec()))
+    assert old.meta.format == 1 and old.meta.readouts == 0
+    spec = real_spec()
+    assert spec.edged is not None
+    spec.edged.update(format=2, readouts=1)
+    new = load_model(write_spec(tmp_path / "new.yml", spec))
+    assert new.meta.format == 2 and new.meta.readouts == 1
+    face = _faces(1, 9)[0]
+    dist = new.recognizer  # the same histograms, so the same LBPH distances
+    collector = cv2.face.StandardCollector.create()
+    dist.predict_collect(face, collector)
+    d = np.array([v for _, v in collector.getResults(False)])
+    # Class 0 (histograms 0, 1) is unchanged; class 1 now counts histogram 2 only.
+    got = new.class_distances(face)
+    assert got[0] == pytest.approx(old.class_distances(face)[0])
+    assert got[1] == pytest.approx(d[2])
+    # The scorer reads every histogram, readouts included: same answer as format 1.
+    a, b = old.predict_face(face), new.predict_face(face)
+    assert (a.expression, a.confidence) == (b.expression, pytest.approx(b.confidence))
 
 
 def test_a_workshop_model_with_nan_histograms_is_refused_not_answering_anger(tmp_path: Path):

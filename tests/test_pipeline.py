@@ -7,8 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import SAMPLE, scene
+from conftest import CLASSES, SAMPLE, sample_images, scene
 
+from edged.daemon.smoothing import SmoothingConfig
 from edged.vision.detector import Box, DetectorConfig, FaceDetector, to_gray
 from edged.vision.model_file import load_model
 from edged.vision.pipeline import Pipeline
@@ -183,3 +184,19 @@ def test_a_frame_is_downscaled_once_however_many_regions_are_scanned():
     scans = tracker.full_scans + tracker.region_scans + tracker.new_face_scans
     assert scans > frames + 4, "several scans per frame (two regions, newcomer scans)"
     assert det.prepared == frames
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_the_camera_path_gives_the_sample_model_votes_above_the_smoothing_threshold(
+    sample_model, cls
+):
+    """The daemon's path (its detector on a room frame, the model's own Preprocessor on
+    that box, LBPH and the scorer): a sample face in the room gets an answer confident
+    enough to vote in the smoothing, so the state can change (issue 15 was backed out once
+    when the default fit's confidence on such crops fell to 0.21, below 0.3)."""
+    model = load_model(sample_model)
+    pipe = Pipeline(FaceDetector(DAEMON))
+    photo = sample_images(cls, 1)[0]
+    result = pipe.process(placed(photo, 220, 140), model)
+    assert result.top is not None and result.top.expression is not None
+    assert result.top.confidence >= SmoothingConfig().threshold

@@ -17,7 +17,8 @@ from edged.vision.preprocess import PreprocessConfig, Preprocessor
 
 # The workshop notebook's ids: 0 anger, 1 happy, 2 sad, 3 neutral, 4 surprise.
 WORKSHOP_CLASSES: tuple[str, ...] = ("anger", "happy", "sad", "neutral", "surprise")
-MODEL_FORMAT = 1
+# 2: ``edged.readouts`` (issue 15); files of format 1 are read as before.
+MODEL_FORMAT = 2
 
 # LBPH (chi-square) distances, one per stored histogram or per class.
 Distances = npt.NDArray[np.float64]
@@ -59,7 +60,9 @@ class ModelMeta:
     ``calibrated`` says whether it was fitted on held-out data. ``weights`` (one row per
     histogram, one column per class) and ``bias`` (one per class), when present, replace
     the nearest-histogram rule by a linear scorer over the LBPH distances to every stored
-    histogram (see `fitting`).
+    histogram (see `fitting`). The last ``readouts`` histograms are a linear classifier's
+    weights in histogram form (`fitting.readout_histograms`): the scorer reads them, but
+    they are no class's prototype, so a face's ``distance`` leaves them out.
     """
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -67,6 +70,7 @@ class ModelMeta:
     calibrated: bool = False
     format: int = MODEL_FORMAT
     trained_images: int = 0
+    readouts: int = 0
     # Arrays: left out of == and hash (the model version identifies a model's content).
     weights: npt.NDArray[np.float64] | None = field(default=None, compare=False)
     bias: npt.NDArray[np.float64] | None = field(default=None, compare=False)
@@ -93,8 +97,9 @@ class ExpressionModel:
     distances to every stored histogram, and confidence is their softmax, fitted on
     held-out people: the estimated probability that the answer is right. ``d_class`` is
     then the chi-square distance to the class's prototype: the sum over the class's
-    histograms of distance minus 2 per all-zero cell (a region prototype is zero outside
-    its region, and each such cell adds exactly 2 to the LBPH distance).
+    histograms (readouts left out) of distance minus 2 per all-zero cell (a region
+    prototype is zero outside its region, and each such cell adds exactly 2 to the LBPH
+    distance).
     """
 
     def __init__(
@@ -130,6 +135,8 @@ class ExpressionModel:
                     f"model scorer has weights {w.shape} and {b.size} biases for "
                     f"{n} histograms and {k} classes"
                 )
+            if not 0 <= meta.readouts < n:
+                raise ModelError(f"model has {meta.readouts} readouts for {n} histograms")
             self._w, self._b = w, b.ravel()
             cells = recognizer.getGridX() * recognizer.getGridY()
             hists = recognizer.getHistograms()
@@ -137,7 +144,8 @@ class ExpressionModel:
                 [2.0 * np.count_nonzero(h.reshape(cells, -1).sum(1) == 0) for h in hists]
             )
             self._member = np.zeros((n, k), np.float64)
-            self._member[np.arange(n), self._sample_class] = 1.0
+            protos = n - meta.readouts
+            self._member[np.arange(protos), self._sample_class[:protos]] = 1.0
             self._logits = np.empty(k, np.float64)
 
     @property

@@ -35,6 +35,9 @@ from edged.vision.model import (
 )
 from edged.vision.preprocess import RAW_CROP, PreprocessConfig, is_equalize
 
+FIRST_FORMAT = 1  # edged's first model files: region prototypes and the linear scorer
+READOUTS_FORMAT = 2  # adds ``readouts`` (issue 15)
+
 
 def file_version(data: bytes | mmap.mmap) -> str:
     """A short content hash: the same file always has the same version."""
@@ -386,11 +389,27 @@ def _read_format(path: Path, node: cv2.FileNode) -> int:
     if value > MODEL_FORMAT:
         raise ModelError(
             f"model file {path} was written by a newer edged (edged.format = {value}; this "
-            f"edged reads format {MODEL_FORMAT}): upgrade edged, or train the model again"
+            f"edged reads formats {FIRST_FORMAT} to {MODEL_FORMAT}): upgrade edged, or "
+            "train the model again"
         )
-    if value != MODEL_FORMAT:
-        raise _problem(path, "edged.format", value, f"unknown (this edged reads {MODEL_FORMAT})")
+    if value < FIRST_FORMAT:
+        raise _problem(
+            path,
+            "edged.format",
+            value,
+            f"unknown (this edged reads {FIRST_FORMAT} to {MODEL_FORMAT})",
+        )
     return value
+
+
+def _read_readouts(path: Path, node: cv2.FileNode, fmt: int, count: int, scorer: bool) -> int:
+    """How many of the last histograms are readouts (format 2; none before it)."""
+    if fmt < READOUTS_FORMAT:
+        return 0
+    readouts = _int(path, node, "edged.readouts", 0, max(0, count - 1))
+    if readouts and not scorer:
+        raise _problem(path, "edged.readouts", readouts, "readouts need edged.weights")
+    return readouts
 
 
 def _read_preprocess(path: Path, node: cv2.FileNode, params: LBPHParams) -> PreprocessConfig:
@@ -449,6 +468,7 @@ def _read_meta(
         raise _problem(path, "edged.temperature", temperature, "must be above 0")
     calibrated = _int(path, node, "edged.calibrated", 0, 1)
     weights, bias = _read_scorer(path, node, len(labels), len(np.unique(labels)))
+    readouts = _read_readouts(path, node, fmt, len(labels), weights is not None)
     return ModelMeta(
         preprocess=pre,
         temperature=temperature,
@@ -457,6 +477,7 @@ def _read_meta(
         trained_images=trained,
         weights=weights,
         bias=bias,
+        readouts=readouts,
     )
 
 
@@ -623,7 +644,9 @@ def _write_lbph(
 def _write_meta(fs: cv2.FileStorage, meta: ModelMeta) -> None:
     """Edged's node, after LBPH's; ``trained_images`` last, so a cut file is detected."""
     fs.startWriteStruct("edged", cv2.FileNode_MAP)
-    fs.write("format", meta.format)
+    # The oldest format that holds this model: one without readouts is still read by an
+    # edged that knows format 1 only.
+    fs.write("format", READOUTS_FORMAT if meta.readouts else FIRST_FORMAT)
     fs.startWriteStruct("preprocess", cv2.FileNode_MAP)
     for k, v in asdict(meta.preprocess).items():
         fs.write(k, v)
@@ -634,6 +657,8 @@ def _write_meta(fs: cv2.FileStorage, meta: ModelMeta) -> None:
         fs.write("weights", np.asarray(meta.weights, np.float64))
         bias = meta.bias if meta.bias is not None else np.zeros(meta.weights.shape[1])
         fs.write("bias", np.asarray(bias, np.float64).reshape(1, -1))
+    if meta.readouts:
+        fs.write("readouts", int(meta.readouts))
     # Written last: a file cut before this line fails validation on load.
     fs.write("trained_images", max(1, int(meta.trained_images)))
     fs.endWriteStruct()
