@@ -1,4 +1,4 @@
-"""Issue 7's experiments, reproducible: ``python -m bench.accuracy_experiments``.
+"""Issue 7's and 15's accuracy experiments: ``python -m bench.accuracy_experiments``.
 
 Every figure goes through `edged.evaluate.cross_validate` (person-grouped folds, every
 listed image counted, no face = wrong). Detected faces and LBPH histograms are cached
@@ -14,19 +14,28 @@ Sections (``--only``, comma-separated; all by default):
 - ``nested``: the honest figure: in each outer fold the configuration is chosen among
   `CANDIDATES` by an inner 3-fold CV on that fold's training people only, then scored
   on the outer fold; the report shows which candidate each fold chose;
-- ``cost``: model file size and predict time per face for the default model.
+- ``cost``: model file size and predict time per face for the default model;
+- ``faces`` (issue 15, "better faces, same file"): each idea alone against the format-1
+  model it started from, and the chosen combination: balanced accuracy, recall per
+  class, the lowest class, ECE, accuracy by confidence third, predict ms per face and
+  model file size (a model trained on every image); ``faces-nested``: the nested-CV
+  estimate of the chosen procedure (`FACE_CANDIDATES` compared on training people only).
+
+The issue-7 sections (``ablation``, ``nested``) keep their own models (no readouts), so
+their tables still reproduce the README's history.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import inspect
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,7 +51,14 @@ from edged.training.evaluate import (
     cross_validate,
     format_report,
 )
-from edged.vision.detector import IMAGE_DETECTOR, Box, DetectorConfig, FaceDetector, to_gray
+from edged.vision.detector import (
+    IMAGE_DETECTOR,
+    Box,
+    DetectorConfig,
+    FaceDetector,
+    cascade_path,
+    to_gray,
+)
 from edged.vision.model import LBPHParams, ModelMeta
 from edged.vision.model_file import write_model
 from edged.vision.preprocess import PreprocessConfig, Preprocessor
@@ -68,9 +84,16 @@ class Config:
     fit: fitting.FitConfig
     detector: DetectorConfig = IMAGE_DETECTOR
     nearest: bool = False
+    # Bench-only variants (ideas tried and not kept): region masks (`MASKS`), and faces
+    # aligned by the eyes (`EyeAligner`).
+    masks: str = ""
+    align: bool = False
 
 
 DEFAULT = fitting.FitConfig()
+# The model before issue 15 (format 1): region prototypes and the scorer, no readouts,
+# scorer features from 3 inner folds.
+FORMAT1 = replace(DEFAULT, readout=False, inner_folds=3)
 # Candidates for the nested choice: only models within the size budget (a model file
 # at least 20x smaller than the workshop's 72 MB, so at most ~4 region prototypes per
 # class at 8x8 cells: one-row bands (8 per class) are out, see the ablation).
@@ -78,7 +101,7 @@ CANDIDATES = [
     Config(
         f"band {b}, margin {m}, radius {r}",
         replace(
-            DEFAULT,
+            FORMAT1,
             band=b,
             preprocess=replace(DEFAULT.preprocess, margin=m),
             lbph=replace(DEFAULT.lbph, radius=r),
@@ -88,6 +111,81 @@ CANDIDATES = [
     for m in (0.0, 0.1)
     for r in (1, 2)
 ]
+
+
+# Where the Haar box puts the eyes (medians over the dataset's faces: 0.31 / 0.67 of the
+# width, 0.39 down), made symmetric so a mirrored face has its eyes there too.
+EYE_TARGETS = ((0.3125, 0.39), (0.6875, 0.39))
+
+
+class EyeAligner:
+    """Issue 15's eye alignment, tried and not kept (README, Accuracy): OpenCV's eye
+    cascade in the upper face (scaled to ``width`` px), the left-half and right-half eyes
+    nearest their usual places; the face rotated and scaled so they sit level at
+    `EYE_TARGETS`; the plain crop when no such pair is found. Then CLAHE, as edged."""
+
+    def __init__(self, pre: PreprocessConfig, width: int = 96) -> None:
+        self.cascade = cv2.CascadeClassifier(str(cascade_path("haarcascade_eye.xml")))
+        self.plain = Preprocessor(pre)
+        self.size = pre.size
+        self.width = width
+        self.clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
+        self.found = self.tried = 0
+
+    def eyes(self, gray: np.ndarray, box: Box) -> np.ndarray | None:
+        """The two eye centres (left, right) in frame pixels, or None."""
+        w = self.width
+        s = w / box.w
+        crop = gray[box.y : box.y + box.h, box.x : box.x + box.w]
+        small = cv2.resize(crop, (w, max(1, round(box.h * s))), interpolation=cv2.INTER_AREA)
+        top = int(0.15 * w)
+        hits = self.cascade.detectMultiScale(
+            small[top : int(0.6 * w)],
+            1.1,
+            3,
+            minSize=(w * 15 // 100,) * 2,
+            maxSize=(w * 2 // 5,) * 2,
+        )
+        centres = [np.array([x + bw / 2, top + y + bh / 2]) / w for x, y, bw, bh in hits]
+        want = np.array(EYE_TARGETS)
+        pairs = [
+            (float(np.hypot(*(a - want[0])) + np.hypot(*(b - want[1]))), a, b)
+            for a in centres
+            if a[0] < 0.5
+            for b in centres
+            if b[0] >= 0.5 and abs(b[1] - a[1]) < 0.15 and 0.2 < b[0] - a[0] < 0.6
+        ]
+        if not pairs:
+            return None
+        _, a, b = min(pairs, key=lambda p: p[0])
+        return np.array([a, b]) * box.w + [box.x, box.y]
+
+    def __call__(self, gray: np.ndarray, box: Box) -> np.ndarray:
+        self.tried += 1
+        eyes = self.eyes(gray, box)
+        if eyes is None:
+            return self.plain(gray, box).copy()
+        self.found += 1
+        n = self.size
+        (lx, ly), (rx, ry) = eyes
+        target = np.array(EYE_TARGETS) * n
+        scale = float(np.hypot(*(target[1] - target[0])) / np.hypot(rx - lx, ry - ly))
+        # Shrink by a whole factor first (area average), as the Preprocessor does.
+        k = max(1, int(1 / scale))
+        src = cv2.resize(
+            gray, (gray.shape[1] // k, gray.shape[0] // k), interpolation=cv2.INTER_AREA
+        )
+        eyes = eyes / k
+        scale *= k
+        angle = np.arctan2(ry - ly, rx - lx)
+        c, s = scale * np.cos(-angle), scale * np.sin(-angle)
+        rot = np.array([[c, -s], [s, c]])
+        shift = target.mean(0) - rot @ eyes.mean(0)
+        m = np.hstack([rot, shift[:, None]])
+        face = cv2.warpAffine(
+            src, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        return self.clahe.apply(face)
 
 
 class Cache:
@@ -101,14 +199,16 @@ class Cache:
         self._mem: dict[str, np.ndarray] = {}
         self.detect_ms: dict[DetectorConfig, float] = {}
 
-    def _key(self, *parts: object) -> str:
+    def _key(self, kind: str, *parts: object) -> str:
         names = "\n".join(str(s.path) for s in self.items)
-        # The code that makes faces is part of the key: a change to it invalidates the cache.
-        code = inspect.getsource(FaceDetector) + inspect.getsource(Preprocessor)
+        # The code that makes them is part of the key: a change to it invalidates the cache.
+        code = inspect.getsource(FaceDetector)
+        if kind != "boxes":
+            code += inspect.getsource(Preprocessor) + inspect.getsource(EyeAligner)
         return hashlib.sha1(repr((names, code, cv2.__version__, *parts)).encode()).hexdigest()[:16]
 
     def _load(self, kind: str, parts: tuple, make) -> np.ndarray:
-        key = f"{kind}-{self._key(*parts)}"
+        key = f"{kind}-{self._key(kind, *parts)}"
         if key in self._mem:
             return self._mem[key]
         path = self.folder / f"{key}.npy"
@@ -136,29 +236,84 @@ class Cache:
 
         return self._load("boxes", (det,), make)
 
-    def faces(self, det: DetectorConfig, pre: PreprocessConfig) -> np.ndarray:
+    def faces(self, det: DetectorConfig, pre: PreprocessConfig, align: bool = False) -> np.ndarray:
         def make() -> np.ndarray:
             boxes = self.boxes(det)
-            p = Preprocessor(pre)
+            p = EyeAligner(pre) if align else Preprocessor(pre)
             out = np.zeros((len(self.items), pre.size, pre.size), np.uint8)
             for i, s in enumerate(self.items):
                 if boxes[i, 0] >= 0:
                     gray = to_gray(cv2.imread(str(s.path), cv2.IMREAD_COLOR))
                     out[i] = p(gray, Box(*(int(v) for v in boxes[i])))
+            if isinstance(p, EyeAligner):
+                print(f"  eyes found in {p.found} of {p.tried} faces", file=sys.stderr)
             return out
 
-        return self._load("faces", (det, pre), make)
+        # No key change for plain faces: caches made before alignment stay valid.
+        return self._load("faces", (det, pre, *(("aligned",) if align else ())), make)
 
     def hists(
-        self, det: DetectorConfig, pre: PreprocessConfig, lbph: LBPHParams, mirror: bool
+        self,
+        det: DetectorConfig,
+        pre: PreprocessConfig,
+        lbph: LBPHParams,
+        mirror: bool,
+        align: bool = False,
     ) -> np.ndarray:
         def make() -> np.ndarray:
-            faces = self.faces(det, pre)
+            faces = self.faces(det, pre, align)
             if mirror:
                 faces = np.ascontiguousarray(faces[:, :, ::-1])
             return fitting.lbph_histograms(list(faces), lbph)
 
-        return self._load("hists", (det, pre, lbph, mirror), make)
+        extra = ("aligned",) if align else ()
+        return self._load("hists", (det, pre, lbph, mirror, *extra), make)
+
+
+def _columns(masks: np.ndarray, params: LBPHParams, columns: int = 2) -> np.ndarray:
+    """Each band's mask cut into ``columns`` side-by-side regions (2 x 4 cells each)."""
+    per_cell = params.histogram_size // (params.grid_x * params.grid_y)
+    out = []
+    for m in masks:
+        cells = m[::per_cell].reshape(params.grid_y, params.grid_x)
+        step = params.grid_x // columns
+        for left in range(0, params.grid_x, step):
+            part = np.zeros_like(cells)
+            part[:, left : left + step] = cells[:, left : left + step]
+            out.append(np.repeat(part.ravel(), per_cell))
+    return np.array(out)
+
+
+def _uniform(masks: np.ndarray, params: LBPHParams) -> np.ndarray:
+    """The masks restricted to uniform LBP codes (at most 2 bit changes around the circle):
+    prototypes zero on the other codes, whose share then adds the same to every class."""
+    n = params.neighbors
+    codes = np.arange(1 << n)
+    turns = codes ^ (((codes << 1) | (codes >> (n - 1))) & ((1 << n) - 1))
+    uniform = np.array([bin(int(t)).count("1") <= 2 for t in turns])
+    cells = params.grid_x * params.grid_y
+    return masks & np.tile(uniform, cells)[None, :]
+
+
+# Region masks edged does not ship, tried in the `faces` section (bench only).
+MASKS: dict[str, Callable[[np.ndarray, LBPHParams], np.ndarray]] = {
+    "columns": _columns,
+    "uniform": _uniform,
+}
+
+
+@contextlib.contextmanager
+def variant_masks(kind: str) -> Iterator[None]:
+    """`fitting.region_masks` replaced by a `MASKS` variant while a model is fitted."""
+    if not kind:
+        yield
+        return
+    original = fitting.region_masks
+    fitting.region_masks = lambda params, band: MASKS[kind](original(params, band), params)
+    try:
+        yield
+    finally:
+        fitting.region_masks = original
 
 
 def progress(label: str, i: int, n: int) -> None:
@@ -170,9 +325,9 @@ def pipeline(cache: Cache, cfg: Config) -> tuple:
     """A (train, predict) pair over cached faces, with edged's real model code."""
     det, fc = cfg.detector, cfg.fit
     found = cache.boxes(det)[:, 0] >= 0
-    faces = cache.faces(det, fc.preprocess)
-    hists = cache.hists(det, fc.preprocess, fc.lbph, False)
-    mirrored = cache.hists(det, fc.preprocess, fc.lbph, True) if fc.mirror else None
+    faces = cache.faces(det, fc.preprocess, cfg.align)
+    hists = cache.hists(det, fc.preprocess, fc.lbph, False, cfg.align)
+    mirrored = cache.hists(det, fc.preprocess, fc.lbph, True, cfg.align) if fc.mirror else None
     ids = {c: i for i, c in enumerate(CLASSES)}
 
     def train(items: Sequence[Sample]) -> Trained:
@@ -188,14 +343,15 @@ def pipeline(cache: Cache, cfg: Config) -> tuple:
                 ModelMeta(preprocess=fc.preprocess, trained_images=len(idx)),
             )
         else:
-            fitted = fitting.fit_histograms(
-                hists[idx],
-                None if mirrored is None else mirrored[idx],
-                labels,
-                dict(enumerate(CLASSES)),
-                fc,
-                groups=[cache.items[i].person for i in idx],
-            )
+            with variant_masks(cfg.masks):
+                fitted = fitting.fit_histograms(
+                    hists[idx],
+                    None if mirrored is None else mirrored[idx],
+                    labels,
+                    dict(enumerate(CLASSES)),
+                    fc,
+                    groups=[cache.items[i].person for i in idx],
+                )
         return Trained(fitting.to_model(fitted), len(idx))
 
     def predict(model, path: Path) -> tuple[str | None, float]:
@@ -267,7 +423,7 @@ def section_ablation(cache: Cache, items: Sequence[Sample], folds: int) -> None:
     print("\n## Ablation: one idea at a time (outer folds; exploratory)\n", flush=True)
     # "first": the region-prototype model as first built (radius 1, no margin); the
     # variations are around it, the last line is the shipped default.
-    d = replace(DEFAULT, lbph=LBPHParams(radius=1), preprocess=PreprocessConfig())
+    d = replace(FORMAT1, lbph=LBPHParams(radius=1), preprocess=PreprocessConfig())
     raw = PreprocessConfig(64, 0.0, "none")
     pre = d.preprocess
     steps = [
@@ -282,7 +438,7 @@ def section_ablation(cache: Cache, items: Sequence[Sample], folds: int) -> None:
         Config("first, 8 one-row bands (40 histograms)", replace(d, band=1)),
         Config("first, margin 0.1", replace(d, preprocess=replace(pre, margin=0.1))),
         Config("first, equalize hist", replace(d, preprocess=replace(pre, equalize="hist"))),
-        Config("first, radius 2 (the shipped default)", DEFAULT),
+        Config("first, radius 2 (the shipped default)", FORMAT1),
         Config(
             "first, grid 6x6 (3 bands)", replace(d, lbph=LBPHParams(radius=1, grid_x=6, grid_y=6))
         ),
@@ -290,7 +446,7 @@ def section_ablation(cache: Cache, items: Sequence[Sample], folds: int) -> None:
         Config("first, 96 px faces", replace(d, preprocess=replace(pre, size=96))),
         Config(
             "first, radius 2 + margin 0.1",
-            replace(DEFAULT, preprocess=replace(DEFAULT.preprocess, margin=0.1)),
+            replace(FORMAT1, preprocess=replace(FORMAT1.preprocess, margin=0.1)),
         ),
     ]
     print(HEADER)
@@ -300,8 +456,14 @@ def section_ablation(cache: Cache, items: Sequence[Sample], folds: int) -> None:
         print(row(rep, f" {time.monotonic() - t0:.0f} s"), flush=True)
 
 
-def section_nested(cache: Cache, items: Sequence[Sample], folds: int) -> EvalReport:
-    print("\n## Nested CV: configuration chosen on training people only\n", flush=True)
+def section_nested(
+    cache: Cache,
+    items: Sequence[Sample],
+    folds: int,
+    candidates: Sequence[Config] = CANDIDATES,
+    name: str = "edged, nested CV",
+) -> EvalReport:
+    print(f"\n## Nested CV ({name}): configuration chosen on training people only\n", flush=True)
     outcomes: list[Outcome] = []
     chosen: list[str] = []
     train_images = train_faces = 0
@@ -309,9 +471,9 @@ def section_nested(cache: Cache, items: Sequence[Sample], folds: int) -> EvalRep
         held = set(test_idx)
         train_items = [s for i, s in enumerate(items) if i not in held]
         scores = {}
-        for cfg in CANDIDATES:
+        for cfg in candidates:
             scores[cfg.name] = run_cv(cache, cfg, train_items, 3, seed=1).balanced_accuracy
-        best = max(CANDIDATES, key=lambda c: scores[c.name])
+        best = max(candidates, key=lambda c: scores[c.name])
         chosen.append(best.name)
         print(
             f"  fold {f + 1}: inner balanced accuracy "
@@ -326,14 +488,14 @@ def section_nested(cache: Cache, items: Sequence[Sample], folds: int) -> EvalRep
         for i in test_idx:
             label, conf = predict(trained.state, items[i].path)
             outcomes.append(Outcome(items[i].path, items[i].label, label, conf, f))
-    rep = EvalReport(list(CLASSES), outcomes, folds, train_images, train_faces, "edged, nested CV")
+    rep = EvalReport(list(CLASSES), outcomes, folds, train_images, train_faces, name)
     rep.notes.append(
         "chosen per outer fold: " + "; ".join(f"{k} x{v}" for k, v in Counter(chosen).most_common())
     )
     print()
     print(format_report(rep))
     # The same choice made on every person: what the shipped default should be.
-    scores = {c.name: run_cv(cache, c, items, 3, seed=1).balanced_accuracy for c in CANDIDATES}
+    scores = {c.name: run_cv(cache, c, items, 3, seed=1).balanced_accuracy for c in candidates}
     best = max(scores, key=scores.__getitem__)
     print(
         "\nchoice on all people (3-fold CV): "
@@ -341,6 +503,97 @@ def section_nested(cache: Cache, items: Sequence[Sample], folds: int) -> EvalRep
         + f" -> {best}"
     )
     return rep
+
+
+FACES = [
+    Config("format 1: region prototypes + scorer (before issue 15)", FORMAT1),
+    Config("format 1, scorer fitted on 10 inner folds", replace(FORMAT1, inner_folds=10)),
+    Config("+ readout histograms, 3 inner folds", replace(DEFAULT, inner_folds=3)),
+    Config("+ readout histograms, 10 inner folds (the default)", DEFAULT),
+    Config("format 1, regions of 2x4 cells (40 histograms)", FORMAT1, masks="columns"),
+    Config("format 1, uniform-pattern prototypes", FORMAT1, masks="uniform"),
+    Config("format 1, faces aligned by the eyes", FORMAT1, align=True),
+    Config("default, faces aligned by the eyes", DEFAULT, align=True),
+    Config("default, LBP radius 1", replace(DEFAULT, lbph=LBPHParams(radius=1))),
+    Config("default, 96 px faces", replace(DEFAULT, preprocess=PreprocessConfig(size=96))),
+]
+# The nested choice for the procedure issue 15 ships: readouts or not, LBP radius 1 or 2.
+FACE_CANDIDATES = [
+    Config(f"{'readouts' if ro else 'format 1'}, radius {r}", replace(c, lbph=LBPHParams(radius=r)))
+    for ro, c in ((False, FORMAT1), (True, DEFAULT))
+    for r in (1, 2)
+]
+
+
+def _timed(fn: Callable[[], object], reps: int = 3) -> float:
+    """CPU ms of one call of ``fn`` (one OpenCV thread), best of ``reps`` rounds."""
+    cv2.setNumThreads(1)
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best * 1000
+
+
+def model_cost(cache: Cache, cfg: Config, items: Sequence[Sample]) -> tuple[float, float, float]:
+    """A model trained on every image: (ms to classify a prepared face, ms per face from
+    the frame (crop, resize, CLAHE and classify: the daemon's per-face cost), file MB)."""
+    train, _ = pipeline(cache, cfg)
+    model = train(items).state
+    found = np.flatnonzero(cache.boxes(cfg.detector)[:, 0] >= 0)
+    faces = cache.faces(cfg.detector, cfg.fit.preprocess, cfg.align)[found[:300]]
+    prepare = EyeAligner(cfg.fit.preprocess) if cfg.align else model.preprocessor
+    frames = [
+        (
+            to_gray(cv2.imread(str(items[i].path))),
+            Box(*(int(v) for v in cache.boxes(cfg.detector)[i])),
+        )
+        for i in found[:100]
+    ]
+    face_ms = _timed(lambda: [model.predict_face(f) for f in faces]) / len(faces)
+    frame_ms = _timed(lambda: [model.predict_face(prepare(g, b)) for g, b in frames]) / len(frames)
+    hists = model.recognizer.getHistograms()
+    labels = [int(v) for v in np.asarray(model.recognizer.getLabels()).ravel()]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trainer.yml"
+        write_model(path, hists, labels, model.classes, cfg.fit.lbph, model.meta)
+        size = path.stat().st_size / 1e6
+    return face_ms, frame_ms, size
+
+
+FACES_HEADER = (
+    "| configuration | balanced acc. | recall "
+    + " / ".join(CLASSES)
+    + " % | lowest class | ECE | acc. by confidence third % | predict ms / face "
+    "(prepared / from the frame) | model file |\n|---|---|---|---|---|---|---|---|"
+)
+
+
+def faces_row(rep: EvalReport, cost: tuple[float, float, float], seeds: list[float]) -> str:
+    rec = rep.recalls()
+    low = min(CLASSES, key=lambda c: rec[c])
+    bands = rep.confidence_bands(3)
+    mean = f" (seeds: {', '.join(f'{b:.1%}' for b in seeds)})" if len(seeds) > 1 else ""
+    return (
+        f"| {rep.name} | {rep.balanced_accuracy:.1%}{mean} | "
+        + " / ".join(f"{100 * rec[c]:.0f}" for c in CLASSES)
+        + f" | {low} {100 * rec[low]:.0f}% | {rep.ece:.3f} | "
+        + " / ".join(f"{100 * a:.0f}" for _, _, a, _ in bands)
+        + f" | {cost[0]:.2f} / {cost[1]:.2f} | {cost[2]:.1f} MB |"
+    )
+
+
+def section_faces(cache: Cache, items: Sequence[Sample], folds: int, seeds: Sequence[int]) -> None:
+    print("\n## Better faces, same file: one idea at a time (outer folds)\n", flush=True)
+    print(FACES_HEADER)
+    for cfg in FACES:
+        t0 = time.monotonic()
+        reps = [run_cv(cache, cfg, items, folds, seed=s) for s in seeds]
+        cost = model_cost(cache, cfg, items)
+        bal = [r.balanced_accuracy for r in reps]
+        print(faces_row(reps[0], cost, bal) + f" {time.monotonic() - t0:.0f} s", flush=True)
 
 
 def section_cost(cache: Cache, items: Sequence[Sample]) -> None:
@@ -405,8 +658,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument(
+        "--seeds",
+        default="0",
+        help="outer-fold seeds for the faces section, comma-separated (the table shows the "
+        "first seed's figures and every seed's balanced accuracy)",
+    )
+    ap.add_argument(
         "--only",
-        default="detector,workshop,ablation,nested,cost",
+        default="detector,workshop,ablation,nested,cost,faces,faces-nested",
         help="comma-separated sections (default: all)",
     )
     args = ap.parse_args(argv)
@@ -429,6 +688,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         section_nested(cache, items, args.folds)
     if "cost" in wanted:
         section_cost(cache, items)
+    if "faces" in wanted:
+        section_faces(cache, items, args.folds, [int(v) for v in args.seeds.split(",")])
+    if "faces-nested" in wanted:
+        section_nested(cache, items, args.folds, FACE_CANDIDATES, "edged with readouts, nested CV")
     return 0
 
 
