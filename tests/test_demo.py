@@ -137,12 +137,19 @@ def test_demo_serve_keeps_the_page_up_until_stopped_and_says_where(tmp_path):
             time.sleep(1.5)  # longer than the 0.5 s clip plays: it loops, the page stays
             assert get(url + "healthz")[0] == 200
             proc.send_signal(signal.SIGTERM)  # as Ctrl-C: passed on, a clean stop
-            out, _ = proc.communicate(timeout=30)
+            # stdout only: stderr is the reader thread's (communicate() would race it
+            # for the last lines, 'summary:' among them).
+            assert proc.stdout is not None
+            out = proc.stdout.read()
+            proc.wait(30)
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
+                proc.wait(30)
         reader.join(5)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
     err = "".join(lines)
     assert proc.returncode == 0, err
     assert "(live view, state, stats) for 90 s; Ctrl-C stops" in err
