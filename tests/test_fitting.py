@@ -286,3 +286,34 @@ def test_on_the_80_face_sample_the_default_is_the_model_before_readouts(sample_f
     assert default.meta.weights is not None and before.meta.weights is not None
     np.testing.assert_allclose(default.meta.weights, before.meta.weights)
     assert fitting.inner_folds([f"p{i}" for i in range(300)], 10) == 10
+
+
+def test_the_readouts_ridge_is_fitted_on_at_most_its_cap_of_faces_class_balanced():
+    # Its matrices grow with the square of the faces: above the cap a sample bounds the
+    # memory, and the sample is class-balanced so class counts still do not steer it.
+    target = np.array([0] * 50 + [1] * 10 + [2] * 300)
+    n = len(target)
+    assert np.array_equal(fitting.ridge_rows(target, 2 * n, n, 0), np.arange(2 * n))
+    rows = fitting.ridge_rows(target, 2 * n, 100, 0)
+    faces = rows[rows < n]
+    assert len(faces) == 100 and len(np.unique(faces)) == 100
+    assert np.array_equal(rows[rows >= n], faces + n)  # each face with its mirror image
+    # The small class is taken whole; the other two share the rest equally.
+    assert np.bincount(target[faces]).tolist() == [45, 10, 45]
+    assert np.array_equal(rows, fitting.ridge_rows(target, 2 * n, 100, 0))  # deterministic
+    # Without mirror images the rows are the faces alone.
+    assert np.array_equal(fitting.ridge_rows(target, n, 100, 0), faces)
+
+
+def test_a_model_trained_above_the_readout_cap_still_has_readouts_that_load(
+    sample_faces, tmp_path
+):
+    faces, labels, people = sample_faces
+    cfg = fitting.FitConfig(readout=True, readout_max_faces=len(faces) // 2)
+    fitted = fitting.fit(faces, labels, dict(enumerate(CLASSES)), cfg, groups=people)
+    assert fitted.meta.readouts == len(CLASSES)
+    readouts = np.array(fitted.histograms[-len(CLASSES) :])
+    assert np.isfinite(readouts).all() and (readouts >= 0).all() and readouts.max() > 0
+    save(fitted, tmp_path / "m.yml")
+    model = load_model(tmp_path / "m.yml")
+    assert model.classes == dict(enumerate(CLASSES))

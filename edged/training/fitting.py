@@ -49,6 +49,7 @@ log = logging.getLogger("edged.fitting")
 Histograms = npt.NDArray[np.float32]  # LBPH histograms (or prototypes), one per row
 Floats = npt.NDArray[np.float64]  # distances, scorer weights, probabilities
 Ints = npt.NDArray[np.int64]  # class ids, row indices
+_BLOCK = 512  # rows converted at a time (16384 bins: 64 MB as float64)
 Masks = npt.NDArray[np.bool_]  # one mask over histogram bins per row
 Present = npt.NDArray[np.uint8]  # 1 where a histogram bin is above 0, one face per row
 
@@ -61,7 +62,8 @@ class FitConfig:
     person-grouped folds that produce held-out distances (fewer when the people are few:
     `inner_folds`); ``readout``: one readout histogram per class (module docstring; a
     format-2 file), ``readout_l2`` their ridge penalty (None: the one of
-    `READOUT_L2_GRID` with the lowest held-out error)."""
+    `READOUT_L2_GRID` with the lowest held-out error), ``readout_max_faces`` the faces
+    they are fitted on at most (`ridge_rows`)."""
 
     lbph: LBPHParams = field(default_factory=LBPHParams)
     # The Haar box as it is (a 10% margin ties with it in person-grouped CV: README, Accuracy).
@@ -79,6 +81,10 @@ class FitConfig:
     readout: bool | None = None
     readout_l2: float | None = None
     readout_scale: float = 0.01  # the largest value of a readout histogram
+    # Faces the readouts' ridge is fitted on, at most (a class-balanced sample above it):
+    # its matrices grow with the square of the faces (`_Ridge`), so a dataset of any size
+    # trains in bounded memory and time (~0.6 GB and ~1 min here at the cap).
+    readout_max_faces: int = 2500
 
 
 @dataclass(frozen=True)
@@ -92,11 +98,21 @@ class FittedModel:
     meta: ModelMeta
 
 
-def lbph_histograms(faces: Sequence[Gray], params: LBPHParams) -> Histograms:
-    """LBPH's own spatial histograms of ``faces`` (one row each), computed by OpenCV."""
-    recognizer = params.create()
-    recognizer.train(list(faces), np.zeros(len(faces), np.int32))
-    return np.vstack([h.reshape(1, -1) for h in recognizer.getHistograms()]).astype(np.float32)
+def lbph_histograms(
+    faces: Sequence[Gray], params: LBPHParams, out: Histograms | None = None
+) -> Histograms:
+    """LBPH's own spatial histograms of ``faces`` (one row each), computed by OpenCV a
+    block of faces at a time into one array (``out`` if given): OpenCV's list of
+    histograms, a stacked copy and a float copy of 2,000 faces were ~400 MB at once."""
+    if out is None:
+        out = np.empty((len(faces), params.histogram_size), np.float32)
+    for i in range(0, len(faces), _BLOCK):
+        block = list(faces[i : i + _BLOCK])
+        recognizer = params.create()
+        recognizer.train(block, np.zeros(len(block), np.int32))
+        for j, h in enumerate(recognizer.getHistograms()):
+            out[i + j] = h.reshape(-1)
+    return out
 
 
 def chi_square(queries: Histograms, refs: Histograms) -> Floats:
@@ -126,18 +142,26 @@ def region_masks(params: LBPHParams, band: int) -> Masks:
 
 
 def prototypes(
-    hists: Histograms, labels: Ints, class_ids: Sequence[int], masks: Masks
+    hists: Histograms,
+    labels: Ints,
+    class_ids: Sequence[int],
+    masks: Masks,
+    rows: Ints | None = None,
 ) -> tuple[Histograms, Ints]:
-    """Per class and region, the class mean (in sqrt space) zeroed outside the region.
+    """Per class and region, the class mean (in sqrt space) zeroed outside the region, of
+    ``rows`` of ``hists`` (all when None; labels are per row of ``hists``).
 
     A class with no faces here (a small inner fold) borrows the mean of the other classes'
     means (not of all faces: no class weighs more for its count).
     """
-    root = np.sqrt(hists)
-    means: dict[int, Floats] = {
-        c: root[labels == c].mean(0) for c in class_ids if (labels == c).any()
-    }
-    overall = np.mean(list(means.values()), 0) if means else root.mean(0)
+    if rows is not None:
+        labels = labels[rows]
+    means: dict[int, Floats] = {}
+    for c in class_ids:
+        mine = np.flatnonzero(labels == c)
+        if len(mine):
+            means[c] = _root_mean(hists, mine if rows is None else rows[mine])
+    overall = np.mean(list(means.values()), 0) if means else _root_mean(hists, rows)
     protos, owners = [], []
     for c in class_ids:
         mean = (means[c] if c in means else overall) ** 2  # noqa: SIM401 (get() widens the type)
@@ -145,6 +169,16 @@ def prototypes(
             protos.append(np.where(m, mean, 0.0).astype(np.float32))
             owners.append(c)
     return np.array(protos), np.array(owners, np.int64)
+
+
+def _root_mean(hists: Histograms, rows: Ints | None) -> Floats:
+    """The mean of sqrt(hists[rows]), a block at a time (no copy of the selected rows)."""
+    picked = np.arange(len(hists)) if rows is None else rows
+    total = np.zeros(hists.shape[1], np.float64)
+    for i in range(0, len(picked), _BLOCK):
+        total += np.sqrt(hists[picked[i : i + _BLOCK]]).sum(0, dtype=np.float64)
+    mean: Floats = total / max(len(picked), 1)
+    return mean
 
 
 # An inner fold holds at least this many people, else 3 folds (the issue-7 count).
@@ -258,11 +292,14 @@ def fit(
     cfg = config or FitConfig()
     if not faces:
         raise ValueError("no faces to fit")
-    hists = lbph_histograms(faces, cfg.lbph)
-    mirrored = None
+    n = len(faces)
+    # The faces' histograms and their mirror images' in one array: no stacked copy.
+    train_h = np.empty(((2 if cfg.mirror else 1) * n, cfg.lbph.histogram_size), np.float32)
+    lbph_histograms(faces, cfg.lbph, out=train_h[:n])
     if cfg.mirror:
-        mirrored = lbph_histograms([np.ascontiguousarray(f[:, ::-1]) for f in faces], cfg.lbph)
-    return fit_histograms(hists, mirrored, labels, classes, cfg, groups=groups)
+        flipped = [np.ascontiguousarray(f[:, ::-1]) for f in faces]
+        lbph_histograms(flipped, cfg.lbph, out=train_h[n:])
+    return _fit_stacked(train_h, n, labels, classes, cfg, groups)
 
 
 def fit_histograms(
@@ -277,16 +314,28 @@ def fit_histograms(
     """`fit` from the LBPH histograms of the faces (and of their mirror images, used when
     ``config.mirror``): experiments cache histograms and call this directly."""
     cfg = config or FitConfig()
+    train_h = np.vstack([hists, mirrored]) if cfg.mirror and mirrored is not None else hists
+    return _fit_stacked(train_h, len(hists), labels, classes, cfg, groups)
+
+
+def _fit_stacked(  # noqa: PLR0917 (fit and fit_histograms, in their own order)
+    train_h: Histograms,
+    n: int,
+    labels: Sequence[int],
+    classes: Mapping[int, str],
+    cfg: FitConfig,
+    groups: Sequence[str] | None,
+) -> FittedModel:
+    """The fit, from the faces' histograms (rows 0..n-1) followed by their mirror images'
+    when ``train_h`` has more rows."""
+    hists = train_h[:n]
     if len(hists) != len(labels) or (groups is not None and len(groups) != len(hists)):
         raise ValueError("fit needs one label (and one group, if given) per face")
     if not len(hists):
         raise ValueError("no faces to fit")
     y = np.asarray(labels, np.int64)
     class_ids = sorted(set(y.tolist()))
-    if cfg.mirror and mirrored is not None:
-        train_h, train_y = np.vstack([hists, mirrored]), np.concatenate([y, y])
-    else:
-        train_h, train_y = hists, y
+    train_y = np.concatenate([y, y]) if len(train_h) > n else y
     masks = region_masks(cfg.lbph, cfg.band)
     protos, owners = prototypes(train_h, train_y, class_ids, masks)
     weights = bias = None
@@ -333,7 +382,10 @@ def _readouts_and_scorer(  # noqa: PLR0917 (one call site: fit_histograms' own a
     ``cfg.readout`` is False or, when it is None, they do not lower the held-out loss."""
     y = train_y[: len(hists)]
     target_all = np.searchsorted(class_ids, train_y)
-    ridge = None if cfg.readout is False else _Ridge.of(train_h, target_all, len(class_ids))
+    ridge = None
+    if cfg.readout is not False:
+        rows = ridge_rows(target_all[: len(hists)], len(train_h), cfg.readout_max_faces, cfg.seed)
+        ridge = _Ridge.of(train_h, rows, target_all, len(class_ids))
     x, l2 = _held_out_distances(
         hists, train_h, train_y, class_ids=class_ids, masks=masks, folds=folds, ridge=ridge,
         readout_l2=cfg.readout_l2, scale=cfg.readout_scale,
@@ -382,7 +434,7 @@ def _held_out_distances(
         keep = np.ones(n, bool)
         keep[held] = False
         sel = np.concatenate([keep, keep]) if len(train_h) > n else keep
-        p, _ = prototypes(train_h[sel], train_y[sel], class_ids, masks)
+        p, _ = prototypes(train_h, train_y, class_ids, masks, np.flatnonzero(sel))
         region.append(chi_square(hists[held], p))
         if ridge is not None:
             fitted = ridge.weights(np.flatnonzero(sel), l2s)
@@ -398,7 +450,6 @@ def _held_out_distances(
 
 # The readout's ridge penalties (on class weights summing to 1); chosen on inner folds.
 READOUT_L2_GRID = (0.1, 0.3, 1.0, 3.0)
-_BLOCK = 512  # rows converted at a time (16384 bins: 64 MB as float64)
 
 
 def present(hists: Histograms) -> Present:
@@ -428,39 +479,77 @@ def _times(x: Present, a: Floats) -> Floats:
     return out
 
 
+def ridge_rows(target: Ints, rows: int, cap: int, seed: int) -> Ints:
+    """The training rows the readouts' ridge is fitted on: every face (``target``: their
+    class indices) and its mirror image (row i + len(target), when ``rows`` has them),
+    or, above ``cap`` faces, a class-balanced sample of ``cap``: each class gets an equal
+    share, a class with fewer faces gives the rest of its share to the others."""
+    n = len(target)
+    if n <= cap:
+        return np.arange(rows)
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(target == c) for c in np.unique(target)]
+    quota = dict.fromkeys(range(len(members)), 0)
+    left, open_ = cap, sorted(range(len(members)), key=lambda i: len(members[i]))
+    while open_:
+        share = left // len(open_)
+        i = open_.pop(0)
+        quota[i] = min(len(members[i]), share if open_ else left)
+        left -= quota[i]
+    chosen = np.sort(
+        np.concatenate([rng.permutation(m)[: quota[i]] for i, m in enumerate(members)])
+    )
+    return np.concatenate([chosen, chosen + n]) if rows > n else chosen
+
+
 @dataclass(frozen=True)
 class _Ridge:
-    """What the readouts are fitted from: the training rows' present codes, their Gram
-    matrix (computed once, shared by every inner fold), and their class indices."""
+    """What the readouts are fitted from: the present codes of the rows it is fitted on
+    (`ridge_rows`), their Gram matrix (computed once, shared by every inner fold), every
+    training row's class index, and the training rows themselves (not copied)."""
 
+    train_h: Histograms
+    rows: Ints
     x: Present
     gram: Floats
     y: Ints
     n_classes: int
 
     @classmethod
-    def of(cls, train_h: Histograms, y: Ints, n_classes: int) -> _Ridge:
-        x = present(train_h)
-        return cls(x, _gram(x), y, n_classes)
+    def of(cls, train_h: Histograms, rows: Ints, y: Ints, n_classes: int) -> _Ridge:
+        x = present(train_h[rows])
+        return cls(train_h, rows, x, _gram(x), y, n_classes)
 
     def weights(self, rows: Ints, l2s: Sequence[float]) -> list[Floats]:
         """Per penalty, (bins x classes) weights of a class-balanced ridge regression of
-        one-hot targets on ``rows``' present codes (weighted-centred; dual form: the
-        Gram matrix is rows x rows, the weights bins x classes)."""
-        y = self.y[rows]
+        one-hot targets on ``rows``' present codes (those of them it is fitted on;
+        weighted-centred; dual form: the Gram matrix is rows x rows, the weights bins x
+        classes)."""
+        mine = np.flatnonzero(np.isin(self.rows, rows))
+        y = self.y[self.rows[mine]]
         k = self.n_classes
         s = class_weights(y, k)
         s = s / s.sum()
-        g = self.gram[np.ix_(rows, rows)]
-        a = g @ s
-        centred = g - a[:, None] - a[None, :] + s @ a
+        # In place: the rows' Gram matrix and LAPACK's copy of it are the only two n x n
+        # arrays besides the full one (was six: 840 MB at 2,091 faces and their mirrors).
+        b = self.gram[np.ix_(mine, mine)]
+        a = b @ s
+        b -= a[:, None]
+        b -= a[None, :]
+        b += s @ a
         root = np.sqrt(s)
-        b = root[:, None] * centred * root[None, :]
+        b *= root[:, None]
+        b *= root[None, :]
         rhs = root[:, None] * (np.eye(k)[y] - 1.0 / k)
-        eye = np.eye(len(rows))
-        duals = [root[:, None] * np.linalg.solve(b + l2 * eye, rhs) for l2 in l2s]
+        diagonal = np.diag_indices(len(mine))
+        base = b[diagonal].copy()
+        duals = []
+        for l2 in l2s:
+            b[diagonal] = base + l2
+            duals.append(root[:, None] * np.linalg.solve(b, rhs))
+        del b
         # One pass over the rows for the mean and every penalty's weights.
-        both = _times(self.x[rows], np.hstack([s[:, None], *duals]))
+        both = _times(self.x[mine], np.hstack([s[:, None], *duals]))
         mu = both[:, 0]
         return [
             both[:, 1 + i * k : 1 + (i + 1) * k] - np.outer(mu, d.sum(0))
@@ -473,7 +562,7 @@ class _Ridge:
         y = self.y[held]
         s = class_weights(y, self.n_classes)
         s = s / s.sum()
-        scores = self.x[held].astype(np.float32) @ w.astype(np.float32)
+        scores = present(self.train_h[held]).astype(np.float32) @ w.astype(np.float32)
         resid = scores - (np.eye(self.n_classes)[y] - 1.0 / self.n_classes)
         resid -= s @ resid
         return float(s @ (resid**2).sum(1))
