@@ -1,8 +1,12 @@
-"""Labelled face datasets in the three layouts users have, read into one list of samples.
+"""Labelled face datasets in the four layouts users have, read into one list of samples.
 
 - ``lists``: the workshop's ``images/`` plus one ``<class>.txt`` of file names per class;
 - ``legend``: the dataset's own ``data/legend.csv`` (``user.id,image,emotion``);
-- ``folders``: one folder of images per class.
+- ``folders``: one folder of images per class;
+- ``enrolled``: a person level above the class folders, ``<person>/<class>/*.png``: an
+  enrollment store (`edged.enrollment.store`, marked by its ``.edged-enrolled`` file:
+  its crops are already prepared, ``Sample.prepared``), or any folder shaped so (every
+  top-level folder holds only folders named after known classes: photos, not crops).
 
 Only file names and labels are read here (no image decoding): the trainer decides
 what a missing, unreadable or faceless image means. Label spellings are normalised
@@ -19,6 +23,7 @@ evaluation split never has such a copy on both sides.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import os
 import random
@@ -35,40 +40,29 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edged.enrollment.store import (
+    MARKER,
+    EnrolledFace,
+    EnrollmentStore,
+    StoreError,
+    is_crop_name,
+)
 from edged.errors import DatasetError
-from edged.images import find_images, identity
+from edged.images import find_images, identity, is_image_name
+from edged.labels import KNOWN_CLASSES, normalize_label
 from edged.vision.detector import Gray
 from edged.vision.model import WORKSHOP_CLASSES
+from edged.vision.preprocess import PreprocessConfig
 
-Layout = Literal["lists", "legend", "folders"]
+Layout = Literal["lists", "legend", "folders", "enrolled"]
+# Every layout, in the order ``auto`` tries them (``--layout``'s choices, with ``auto``).
+LAYOUTS: tuple[Layout, ...] = ("lists", "legend", "folders", "enrolled")
 
 # The workshop's five classes in its id order (0 anger, 1 happy, 2 sad, 3 neutral,
 # 4 surprise), so an edged model keeps the ids an old subscriber knows.
 DEFAULT_CLASSES: tuple[str, ...] = WORKSHOP_CLASSES
 
-_ALIASES = {
-    "angry": "anger",
-    "happiness": "happy",
-    "joy": "happy",
-    "sadness": "sad",
-    "surprised": "surprise",
-    "neutrality": "neutral",
-    "disgusted": "disgust",
-    "fearful": "fear",
-    "afraid": "fear",
-    "scared": "fear",
-    "contemptuous": "contempt",
-}
 _PERSON = re.compile(r"^(.+?)_\d+$")
-
-
-def normalize_label(name: str) -> str:
-    """The class name for a label as some dataset spells it (``HAPPINESS`` → ``happy``).
-
-    Unknown names are kept (lower-cased): a user may train classes of their own.
-    """
-    key = name.strip().lower().replace(" ", "_")
-    return _ALIASES.get(key, key)
 
 
 def parse_classes(text: str) -> tuple[str, ...]:
@@ -137,13 +131,16 @@ def _face_weights(labels: Sequence[object] | None, n: int) -> list[Fraction]:
 class Sample:
     """A labelled photo. ``sources``: the datasets (0-based, in the order given) that
     have this photo, the first one counting it; ``group``: who it must never be split
-    from in evaluation ("" = its person alone; see `group_people`)."""
+    from in evaluation ("" = its person alone; see `group_people`); ``prepared``: the
+    file is a face crop already prepared as `Dataset.prepared_with` says (an enrollment
+    store's), so no face is to be searched in it."""
 
     path: Path
     label: str
     person: str
     sources: tuple[int, ...] = (0,)
     group: str = ""
+    prepared: bool = False
 
     @property
     def fold_group(self) -> str:
@@ -159,7 +156,9 @@ class Dataset:
     whatever the names they were given under (a link or hard link is the same image);
     ``warnings`` what was left out of the layout and why (class folders that are links
     to the dataset or to another class, folder links that loop), one line each, for
-    every reader of the dataset to report alike.
+    every reader of the dataset to report alike. ``prepared_with``: for an enrollment
+    store, how its crops (``Sample.prepared``) were prepared; a model must prepare
+    faces the same way to train on them.
     """
 
     root: Path
@@ -172,6 +171,7 @@ class Dataset:
     available: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    prepared_with: PreprocessConfig | None = None
 
     @property
     def missing_count(self) -> int:
@@ -320,8 +320,93 @@ def _read_list(path: Path) -> list[str]:
     return [ln for ln in lines if ln and not ln.startswith("#")]
 
 
+# --- the enrolled layout: <person>/<class>/ ------------------------------------------------
+
+
+def _class_order(name: str) -> tuple[int, str]:
+    """Known classes in their usual order, then the others by name."""
+    known = KNOWN_CLASSES.index(name) if name in KNOWN_CLASSES else len(KNOWN_CLASSES)
+    return known, name
+
+
+def _marked(root: Path) -> bool:
+    """Whether ``root`` is an enrollment store (its marker file, not a link to one)."""
+    return (root / MARKER).is_file() and not (root / MARKER).is_symlink()
+
+
+def _shaped_enrolled(root: Path) -> bool:
+    """Whether ``root`` has a person level above class folders, without a marker: every
+    top-level folder holds only folders named after known classes (after normalising),
+    and none is itself a class (that is the folders layout's ``happy/2020/``, not a
+    person). Links are not looked at: the store never follows them."""
+    people = [d for d in sorted(root.iterdir()) if not d.name.startswith(".") and _real_folder(d)]
+    if not people:
+        return False
+    for person in people:
+        if normalize_label(person.name) in KNOWN_CLASSES:
+            return False
+        inside = [e for e in person.iterdir() if not e.name.startswith(".")]
+        if not inside:
+            return False
+        for e in inside:
+            if not _real_folder(e) or normalize_label(e.name) not in KNOWN_CLASSES:
+                return False
+    return True
+
+
+def _real_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _enrolled_classes(root: Path) -> tuple[str, ...] | None:
+    """The classes of the enrolled layout of ``root``, or None if it has none."""
+    if not _marked(root) and not _shaped_enrolled(root):
+        return None
+    faces = _enrolled_faces(root)[0]
+    return tuple(sorted({normalize_label(f.expression) for f in faces}, key=_class_order))
+
+
+def _enrolled_faces(
+    root: Path,
+) -> tuple[list[EnrolledFace], list[str], PreprocessConfig | None]:
+    """The store's crops (a marked store: its ``.png`` files) or the shaped folder's
+    photos, the scan's warnings, and how the crops were prepared (None: photos)."""
+    store = EnrollmentStore(root)
+    try:
+        prepared = store.prepared_with() if _marked(root) else None
+    except StoreError as e:
+        raise DatasetError(str(e)) from None
+    found = store.scan(is_crop_name if prepared else lambda n: is_image_name(Path(n)))
+    return found.faces, found.warnings, prepared
+
+
+def _read_enrolled(root: Path, classes: tuple[str, ...]) -> _Entries:
+    faces, warnings, prepared = _enrolled_faces(root)
+    entries: dict[str, list[Path]] = {c: [] for c in classes}
+    persons: dict[Path, str] = {}
+    for f in faces:
+        label = normalize_label(f.expression)
+        if label in entries:
+            entries[label].append(f.path)
+            persons[f.path] = f.person
+    offered = tuple(sorted({normalize_label(f.expression) for f in faces}, key=_class_order))
+    _check_classes(root, "enrolled", classes, offered)
+    return _Entries(
+        entries=entries,
+        offered=offered,
+        sources={c: f"*/{c}/" for c in classes},
+        warnings=tuple(warnings),
+        persons=persons,
+        prepared_with=prepared,
+    )
+
+
 def available_layouts(root: Path) -> dict[Layout, tuple[str, ...]]:
-    """Each layout present under ``root`` with the classes it offers (cheap: no images read)."""
+    """Each layout present under ``root`` with the classes it offers (cheap: no images read).
+
+    An enrolled layout hides the folders layout: its top-level folders are people, not
+    classes.
+    """
     found: dict[Layout, tuple[str, ...]] = {}
     lists = _list_files(root)
     if lists:
@@ -329,11 +414,14 @@ def available_layouts(root: Path) -> dict[Layout, tuple[str, ...]]:
     legend = _legend_file(root)
     if legend is not None:
         found["legend"] = tuple(sorted({c for _, c in _legend_rows(legend)}))
-    folders = _class_folders(root).folders
+    enrolled = _enrolled_classes(root)
+    folders = {} if enrolled is not None else _class_folders(root).folders
     if found:  # images/ of the lists or legend layout is not a class
         folders.pop("images", None)
     if folders:
         found["folders"] = tuple(folders)
+    if enrolled:
+        found["enrolled"] = enrolled
     return found
 
 
@@ -352,7 +440,8 @@ def choose_layout(
     if not found:
         raise DatasetError(
             f"{root} holds no dataset: expected images/ with <class>.txt lists, "
-            "data/legend.csv, or one folder of images per class"
+            "data/legend.csv, one folder of images per class, or an enrollment store "
+            "(<person>/<class>/)"
         )
     for name, offered in found.items():
         if set(classes) <= set(offered):
@@ -420,12 +509,13 @@ def load_dataset(
                 f"the {chosen} layout of {root} has none of the classes asked for "
                 f"(it has {', '.join(offered)})"
             )
-    if chosen == "lists":
-        read = _read_lists(root, classes)
-    elif chosen == "legend":
-        read = _read_legend(root, classes)
-    else:
-        read = _read_folders(root, classes)
+    readers = {
+        "lists": _read_lists,
+        "legend": _read_legend,
+        "folders": _read_folders,
+        "enrolled": _read_enrolled,
+    }
+    read = readers[chosen](root, classes)
     return _assemble(root=root, layout=chosen, classes=classes, read=read)
 
 
@@ -437,6 +527,9 @@ class _Entries:
     offered: tuple[str, ...]
     sources: dict[str, str]
     warnings: tuple[str, ...] = ()
+    # The enrolled layout: who each photo shows (its folder), how its crops were prepared.
+    persons: dict[Path, str] = field(default_factory=dict)
+    prepared_with: PreprocessConfig | None = None
 
 
 def _read_lists(root: Path, classes: tuple[str, ...]) -> _Entries:
@@ -534,7 +627,8 @@ def _assemble(*, root: Path, layout: Layout, classes: tuple[str, ...], read: _En
             if st is None or not stat.S_ISREG(st.st_mode):
                 missing.setdefault(cls, []).append(p.name)
                 continue
-            samples.append(Sample(p, cls, person_of(p)))
+            person = read.persons.get(p) or person_of(p)
+            samples.append(Sample(p, cls, person, prepared=read.prepared_with is not None))
     return Dataset(
         root=root,
         layout=layout,
@@ -546,6 +640,7 @@ def _assemble(*, root: Path, layout: Layout, classes: tuple[str, ...], read: _En
         available=read.offered,
         sources=read.sources,
         warnings=read.warnings,
+        prepared_with=read.prepared_with,
     )
 
 
@@ -735,13 +830,13 @@ def _add(out: Collection, k: int, s: Sample, key: str, first: dict[str, int]) ->
     """One dataset entry of a photo with one class: a new photo, or a repeat of one."""
     if key not in first:
         first[key] = len(out.samples)
-        out.samples.append(Sample(s.path, s.label, s.person, (k,)))
+        out.samples.append(dataclasses.replace(s, sources=(k,), group=""))
         return
     i = first[key]
     seen = out.samples[i]
     out.duplicate[k][s.label] += 1
     if k not in seen.sources:
-        out.samples[i] = Sample(seen.path, seen.label, seen.person, (*seen.sources, k))
+        out.samples[i] = dataclasses.replace(seen, sources=(*seen.sources, k))
     if s.person != seen.person:
         out.same_photo.append((seen.person, s.person))
 
