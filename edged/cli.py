@@ -1,7 +1,7 @@
 """The ``edged`` and ``edged-train`` entry points: parse, then run one command, guarded.
 
-``edged``: ``run`` (the daemon), ``detect``, ``config``, ``ha-remove`` (one module each
-in `edged.commands`).
+``edged``: ``run`` (the daemon), ``detect``, ``enroll``, ``config``, ``ha-remove`` (one
+module each in `edged.commands`).
 ``edged-train``: build ``trainer.yml`` from labelled images (and ``--eval``).
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from edged import __version__
-from edged.commands import config, demo, detect, ha_remove, run
+from edged.commands import config, demo, detect, enroll, ha_remove, run
 from edged.errors import RedactingArgumentParser, run_guarded
 from edged.training import trainer
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 # calling ``set_defaults(func=...)`` on its parser.
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     detect.register,
+    enroll.register,
     run.register,
     config.register,
     ha_remove.register,

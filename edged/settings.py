@@ -118,6 +118,16 @@ class ModelSettings(Section):
         return int(self.max_size_mb * 1_000_000)
 
 
+class EnrollSettings(Section):
+    """Enrolled faces (edged enroll): crops of the people this camera sees, on this device."""
+
+    store: Path | None = Field(
+        None,
+        description="Folder of the enrolled face crops (0700, one folder per person). "
+        "Default: 'enrolled' beside model.path (/var/lib/edged/enrolled for the service).",
+    )
+
+
 class LoopSettings(Section):
     fps: float = Field(5.0, gt=0, le=120, description="Target frames processed per second.")
     stats_interval: float = Field(30.0, gt=0, description="Seconds between stats reports.")
@@ -388,6 +398,7 @@ class Settings(BaseSettings):
     camera: CameraSettings = Field(default_factory=CameraSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    enroll: EnrollSettings = Field(default_factory=EnrollSettings)
     loop: LoopSettings = Field(default_factory=LoopSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
     log: LogSettings = Field(default_factory=LogSettings)
@@ -408,6 +419,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Flags (init) > environment > the TOML file (see load_settings) > defaults.
         return (init_settings, env_settings, InitSettingsSource(settings_cls, _FILE_VALUES.get()))
+
+    @model_validator(mode="after")
+    def _default_store(self) -> Settings:
+        # Beside the model, wherever the model is: the service's state directory.
+        if self.enroll.store is None:
+            self.enroll.store = self.model.path.parent / "enrolled"
+        return self
 
 
 def _nested(values: dict[str, Any], loc: tuple[Any, ...]) -> bool:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from edged.errors import DatasetError
+from edged.labels import normalize_label
 from edged.training.datasets import (
     DEFAULT_CLASSES,
     NEAR_DUPLICATE,
@@ -24,7 +25,6 @@ from edged.training.datasets import (
     load_datasets,
     merge,
     near_duplicates,
-    normalize_label,
     parse_classes,
     person_of,
     photos_of,

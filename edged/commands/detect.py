@@ -22,8 +22,8 @@ from edged.arguments import number
 from edged.atomic import write_atomic
 from edged.errors import EdgedError, ExitStatus, InputMissing
 from edged.images import ImageUnreadable, add_max_pixels_option, find_images, identity, read_image
+from edged.labels import normalize_label
 from edged.settings import load_settings
-from edged.training.datasets import normalize_label
 from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector, Image
 from edged.vision.draw import draw_faces
 from edged.vision.model import WORKSHOP_CLASSES, ExpressionModel

@@ -42,7 +42,7 @@ import numpy as np
 
 from edged.atomic import write_atomic
 from edged.enrollment.names import check_person, is_safe_name, person_problem
-from edged.errors import DatasetError, EdgedError
+from edged.errors import DatasetError, EdgedError, InputMissing
 from edged.vision.detector import Gray
 from edged.vision.preprocess import PreprocessConfig, is_equalize
 
@@ -67,8 +67,8 @@ class StoreBusy(StoreError):
     """Another writer held the store's lock for longer than the wait allows."""
 
 
-class UnknownPerson(StoreError):
-    """`forget` of someone who is not enrolled."""
+class UnknownPerson(StoreError, InputMissing):
+    """`forget` of someone who is not enrolled (exit 66, like a missing input)."""
 
 
 class PreparedDifferently(DatasetError):
