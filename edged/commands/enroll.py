@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import TextIO
 
@@ -25,10 +26,16 @@ from edged.vision.detector import IMAGE_DETECTOR, FaceDetector, Gray, to_gray
 from edged.vision.model_file import load_model
 from edged.vision.preprocess import PreprocessConfig, Preprocessor
 
+_EXPRESSIONS = textwrap.fill(
+    "expressions: spelled as datasets spell them (happiness is happy, SADNESS is sad); "
+    "one of the model's classes with --model, else one of " + ", ".join(KNOWN_CLASSES) + ".",
+    86,
+    subsequent_indent="  ",
+)
+
 EPILOG = f"""\
 person names: {PERSON_RULE}.
-expressions: spelled as datasets spell them (happiness is happy, SADNESS is sad); one
-  of the model's classes with --model, else one of {", ".join(KNOWN_CLASSES)}.
+{_EXPRESSIONS}
 photos: the largest face of each is stored; a photo with several faces says so, one
   with none (or that cannot be read) is named and not stored. Faces are prepared as
   the model prepares them (--model; without it as the store's earlier faces were, or
@@ -59,9 +66,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "enroll",
         help="store the faces of the people the camera sees (per person and expression)",
-        description="Keep face crops of the people this camera sees, per person and "
-        "expression, in the enrollment store (enroll.store of the configuration): "
-        "add them from photos, list them, or forget a person.",
+        description=textwrap.fill(
+            "Keep face crops of the people this camera sees, per person and expression, "
+            "in the enrollment store (enroll.store of the configuration): add them from "
+            "photos, list them, or forget a person.",
+            88,
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
