@@ -144,6 +144,25 @@ def test_folders_are_0700_and_files_0600_whatever_the_umask(
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, (f, oct(umask))
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files to another user")
+def test_run_as_root_what_is_created_belongs_to_the_owner_of_the_folder_it_goes_in(
+    tmp_path: Path,
+) -> None:
+    """The service (DynamicUser=yes) owns its state folder: a `sudo edged enroll` into it
+    must leave files that user can read, and never take over the store's owner."""
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 4321, 4322)
+    store = EnrollmentStore(state / "enrolled")
+    store.add("alice", "happy", crops(2))
+    created = [store.root, *store.root.rglob("*")]
+    assert len(created) == 7  # the store, its marker and lock, two folders, two crops
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in created} == {(4321, 4322)}
+    mine = EnrollmentStore(tmp_path / "mine")  # a folder root owns: files stay root's
+    mine.add("alice", "happy", crops(1))
+    assert {p.stat().st_uid for p in [mine.root, *mine.root.rglob("*")]} == {0}
+
+
 def test_crops_are_stored_as_png_named_by_their_content(store: EnrollmentStore) -> None:
     faces = crops(3)
     written = store.add("alice", "happy", faces)

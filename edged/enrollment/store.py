@@ -57,6 +57,8 @@ _MARKER_MAX_BYTES = 64 * 1024
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 
+Owner = tuple[int, int] | None  # (uid, gid) to give what a write creates; None: the writer's
+
 
 class StoreError(EdgedError):
     """The store cannot be written or used as asked (exit 1, like a model that cannot be
@@ -128,6 +130,7 @@ class EnrollmentStore:
     def __init__(self, root: Path, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
+        self._owner: Owner = None  # who what a write creates belongs to (see `owner_for`)
 
     # --- reading (no lock: writers rename whole files into place) -------------------------
 
@@ -281,13 +284,14 @@ class EnrollmentStore:
     @contextlib.contextmanager
     def _locked(self, *, create: bool) -> Iterator[None]:
         """Hold the store's exclusive lock; wait at most ``lock_timeout`` for it."""
+        self._owner = owner_for(self.root)
         if create:
-            _make_folder(self.root, parents=True)
+            _make_folder(self.root, self._owner, parents=True)
         fd = os.open(
             self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE
         )
         try:
-            os.fchmod(fd, _FILE_MODE)
+            _own(fd, self._owner)
             self._wait_for_lock(fd)
             yield
         finally:
@@ -316,6 +320,8 @@ class EnrollmentStore:
             body = {"format": FORMAT, "preprocess": dataclasses.asdict(preprocess)}
             write_atomic(marker, (json.dumps(body, indent=2) + "\n").encode(), mode=_FILE_MODE)
             undo.files.append(marker)
+            if self._owner is not None:
+                os.chown(marker, *self._owner, follow_symlinks=False)
         elif stored != preprocess:
             raise PreparedDifferently(
                 f"{self.root} holds faces prepared as {describe(stored)}, but these are "
@@ -328,7 +334,7 @@ class EnrollmentStore:
     ) -> list[Path]:
         folder = self.root / person / expression
         for d in (self.root / person, folder):
-            if _make_folder(d):
+            if _make_folder(d, self._owner):
                 undo.folders.append(d)
         _remove_temps(folder)  # a killed writer's: we hold the lock, so none is live
         written: list[Path] = []
@@ -336,7 +342,7 @@ class EnrollmentStore:
         for name, data in blobs.items():
             final = folder / name
             if not _is_regular(final):
-                temps.append((_write_temp(folder, data, undo), final))
+                temps.append((_write_temp(folder, data, undo, self._owner), final))
         for tmp, final in temps:
             os.replace(tmp, final)
             undo.files.append(final)
@@ -392,9 +398,33 @@ def _preprocess_from(pre: Any, bad: StoreError) -> PreprocessConfig:
     return PreprocessConfig(size=size, margin=float(margin), equalize=equalize)
 
 
-def _make_folder(path: Path, *, parents: bool = False) -> bool:
-    """Create ``path`` 0700 whatever the umask; True if this call created it. An existing
-    folder is kept as it is; a link or a file in its place is refused."""
+def owner_for(root: Path) -> Owner:
+    """Who the files a write creates belong to: run as root, the owner of the store (or,
+    for a new store, of the folder it goes in) when that is another user; else None
+    (the writer's own). So ``sudo edged enroll`` into the service's state folder
+    (``DynamicUser=yes``: owned by the service's user) leaves files the service can read.
+    """
+    if os.geteuid() != 0:
+        return None
+    for folder in (root, root.parent):
+        try:
+            st = os.stat(folder)
+        except OSError:
+            continue
+        return (st.st_uid, st.st_gid) if st.st_uid != 0 else None
+    return None
+
+
+def _own(fd: int, owner: Owner, mode: int = _FILE_MODE) -> None:
+    """Give an open file its mode (never the umask's) and, if any, its owner."""
+    if owner is not None:
+        os.fchown(fd, *owner)
+    os.fchmod(fd, mode)
+
+
+def _make_folder(path: Path, owner: Owner = None, *, parents: bool = False) -> bool:
+    """Create ``path`` 0700 whatever the umask (and ``owner``'s); True if this call
+    created it. An existing folder is kept as it is; a link or a file there is refused."""
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -403,8 +433,12 @@ def _make_folder(path: Path, *, parents: bool = False) -> bool:
         try:
             os.mkdir(path, _DIR_MODE)
         except FileExistsError:  # another process made it meanwhile: check it below
-            return _make_folder(path)
-        os.chmod(path, _DIR_MODE)
+            return _make_folder(path, owner)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            _own(fd, owner, _DIR_MODE)
+        finally:
+            os.close(fd)
         return True
     if stat.S_ISLNK(st.st_mode):
         raise StoreError(f"{path} is a link: refusing to write through it")
@@ -413,7 +447,7 @@ def _make_folder(path: Path, *, parents: bool = False) -> bool:
     return False
 
 
-def _write_temp(folder: Path, data: bytes, undo: _Undo) -> Path:
+def _write_temp(folder: Path, data: bytes, undo: _Undo, owner: Owner) -> Path:
     """``data`` in a new 0600 temp file in ``folder``, on disk (fsync'd), registered in
     ``undo`` before the first byte so a failed write leaves nothing."""
     tmp = folder / f"{TEMP_PREFIX}.{secrets.token_hex(8)}.png"
@@ -422,7 +456,7 @@ def _write_temp(folder: Path, data: bytes, undo: _Undo) -> Path:
     )
     undo.files.append(tmp)
     try:
-        os.fchmod(fd, _FILE_MODE)
+        _own(fd, owner)
         view = memoryview(data)
         while view:
             n = os.write(fd, view)
