@@ -305,9 +305,7 @@ def test_the_readouts_ridge_is_fitted_on_at_most_its_cap_of_faces_class_balanced
     assert np.array_equal(fitting.ridge_rows(target, n, 100, 0), faces)
 
 
-def test_a_model_trained_above_the_readout_cap_still_has_readouts_that_load(
-    sample_faces, tmp_path
-):
+def test_a_model_trained_above_the_readout_cap_still_has_readouts_that_load(sample_faces, tmp_path):
     faces, labels, people = sample_faces
     cfg = fitting.FitConfig(readout=True, readout_max_faces=len(faces) // 2)
     fitted = fitting.fit(faces, labels, dict(enumerate(CLASSES)), cfg, groups=people)
