@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ import numpy.typing as npt
 from edged.images import DEFAULT_MAX_PIXELS, ImageUnreadable, read_image
 from edged.training.datasets import person_folds
 from edged.vision.detector import FaceDetector, Gray, to_gray
+from edged.vision.exemplars import CAP, Crop, Exemplars, capped, gate_for, gate_table
 from edged.vision.model import ExpressionModel, LBPHParams, ModelMeta
 from edged.vision.model_file import load_model, write_model
 from edged.vision.pipeline import largest_face
@@ -85,6 +86,9 @@ class FitConfig:
     # its matrices grow with the square of the faces (`_Ridge`), so a dataset of any size
     # trains in bounded memory and time (~0.6 GB and ~1 min here at the cap).
     readout_max_faces: int = 2500
+    # The identity gate's thresholds for enrolled exemplars (`exemplars.gate_table`),
+    # measured on the training people (a few seconds on thousands of faces).
+    gate: bool = True
 
 
 @dataclass(frozen=True)
@@ -350,6 +354,7 @@ def _fit_stacked(  # noqa: PLR0917 (fit and fit_histograms, in their own order)
             protos = np.vstack([protos, extra])
             owners = np.concatenate([owners, np.asarray(class_ids, np.int64)])
             readouts = len(extra)
+    gate = gate_table(hists, group_list, seed=cfg.seed) if cfg.gate else ()
     return FittedModel(
         histograms=list(protos),
         labels=[int(v) for v in owners],
@@ -363,6 +368,7 @@ def _fit_stacked(  # noqa: PLR0917 (fit and fit_histograms, in their own order)
             weights=weights,
             bias=bias,
             readouts=readouts,
+            gate=gate,
         ),
     )
 
@@ -638,3 +644,26 @@ def to_model(fitted: FittedModel) -> ExpressionModel:
             path, fitted.histograms, fitted.labels, fitted.classes, fitted.params, fitted.meta
         )
         return load_model(path)
+
+
+def fitted_of(model: ExpressionModel) -> FittedModel:
+    """A loaded model's generic part as `write_model` takes it: what the fast enrollment
+    path (`attach_exemplars`) keeps of a base model without re-reading its dataset."""
+    return FittedModel(
+        histograms=model.generic_histograms(),
+        labels=model.generic_labels(),
+        classes=dict(model.classes),
+        params=LBPHParams.of(model.recognizer),
+        meta=replace(model.meta, exemplars=None),
+    )
+
+
+def attach_exemplars(fitted: FittedModel, crops: Sequence[Crop], cap: int = CAP) -> FittedModel:
+    """``fitted`` with ``crops`` (oldest first) as its exemplars, the newest ``cap`` per
+    (person, expression); replaces any it had. No crops: the generic model alone.
+    Raises `ModelError` when the model cannot hold them (no gate thresholds for its
+    preparation, see `exemplars.gate_for`)."""
+    if not crops:
+        return replace(fitted, meta=replace(fitted.meta, exemplars=None))
+    gate_for(fitted.meta.gate, fitted.params, fitted.meta.preprocess)
+    return replace(fitted, meta=replace(fitted.meta, exemplars=Exemplars(capped(crops, cap))))

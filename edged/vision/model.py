@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -15,10 +15,14 @@ from edged.errors import ModelError
 from edged.vision.detector import Box, Gray
 from edged.vision.preprocess import PreprocessConfig, Preprocessor
 
+if TYPE_CHECKING:  # exemplars imports this module; the model only reads its arrays
+    from edged.vision.exemplars import Enrolled, Exemplars
+
 # The workshop notebook's ids: 0 anger, 1 happy, 2 sad, 3 neutral, 4 surprise.
 WORKSHOP_CLASSES: tuple[str, ...] = ("anger", "happy", "sad", "neutral", "surprise")
-# 2: ``edged.readouts`` (issue 15); files of format 1 are read as before.
-MODEL_FORMAT = 2
+# 2: ``edged.readouts`` (issue 15); 3: ``edged.exemplars`` (issue 17). Older formats are
+# read as before.
+MODEL_FORMAT = 3
 
 # LBPH (chi-square) distances, one per stored histogram or per class.
 Distances = npt.NDArray[np.float64]
@@ -52,6 +56,45 @@ class LBPHParams:
         )
 
 
+def write_lbph_fields(
+    fs: cv2.FileStorage,
+    histograms: Sequence[npt.NDArray[np.float32]],
+    labels: Sequence[int],
+    params: LBPHParams,
+) -> None:
+    """LBPH's own fields, as ``LBPHFaceRecognizer.write`` lays them out (inside its node)."""
+    fs.write("threshold", float(np.finfo(np.float64).max))
+    fs.write("radius", params.radius)
+    fs.write("neighbors", params.neighbors)
+    fs.write("grid_x", params.grid_x)
+    fs.write("grid_y", params.grid_y)
+    fs.startWriteStruct("histograms", cv2.FileNode_SEQ)
+    for h in histograms:
+        fs.write("", np.ascontiguousarray(h, dtype=np.float32).reshape(1, -1))
+    fs.endWriteStruct()
+    fs.write("labels", np.asarray(labels, dtype=np.int32).reshape(-1, 1))
+
+
+def recognizer_from(
+    histograms: Sequence[npt.NDArray[np.float32]], labels: Sequence[int], params: LBPHParams
+) -> cv2.face.LBPHFaceRecognizer:
+    """An LBPH recognizer holding exactly these histograms (LBPH has no setter for them:
+    they go through its own reader, in memory)."""
+    flags = cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_MEMORY | cv2.FILE_STORAGE_BASE64
+    out = cv2.FileStorage("model.yml", flags)
+    out.startWriteStruct("opencv_lbphfaces", cv2.FileNode_MAP)
+    write_lbph_fields(out, histograms, labels, params)
+    out.endWriteStruct()
+    text = out.releaseAndGetString()
+    fs = cv2.FileStorage(text, cv2.FILE_STORAGE_READ | cv2.FILE_STORAGE_MEMORY)
+    try:
+        recognizer = params.create()
+        cv2.Algorithm.read(recognizer, fs.getNode("opencv_lbphfaces"))
+    finally:
+        fs.release()
+    return recognizer
+
+
 @dataclass(frozen=True)
 class ModelMeta:
     """What edged stores beside LBPH's own nodes, in a second top-level node ``edged``.
@@ -63,6 +106,10 @@ class ModelMeta:
     histogram (see `fitting`). The last ``readouts`` histograms are a linear classifier's
     weights in histogram form (`fitting.readout_histograms`): the scorer reads them, but
     they are no class's prototype, so a face's ``distance`` leaves them out.
+
+    ``gate`` (issue 17): the identity gate's thresholds, one per number of crops behind an
+    exemplar mean (`exemplars.gate_table`), measured on the training people; empty for
+    older models. ``exemplars``: enrolled people's face crops (a format-3 file).
     """
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -74,16 +121,24 @@ class ModelMeta:
     # Arrays: left out of == and hash (the model version identifies a model's content).
     weights: npt.NDArray[np.float64] | None = field(default=None, compare=False)
     bias: npt.NDArray[np.float64] | None = field(default=None, compare=False)
+    gate: tuple[float, ...] = ()
+    exemplars: Exemplars | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """One face's answer: the class, how sure (0..1), and LBPH's raw distance."""
+    """One face's answer: the class, how sure (0..1), and LBPH's raw distance.
+
+    ``person``: the enrolled person whose exemplars answered with the generic model, None
+    when the face is nobody enrolled (or the model has no exemplars). Private: outputs
+    leave it out unless asked.
+    """
 
     label: int
     expression: str
     confidence: float
     distance: float
+    person: str | None = None
 
 
 class ExpressionModel:
@@ -102,20 +157,25 @@ class ExpressionModel:
     distance).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917
         self,
         recognizer: cv2.face.LBPHFaceRecognizer,
         classes: Mapping[int, str],
         meta: ModelMeta,
         version: str = "",
         source: Literal["edged", "workshop", "labelled"] = "edged",
+        enrolled: Enrolled | None = None,
     ) -> None:
         self.recognizer = recognizer
         self.classes = dict(classes)
         self.meta = meta
         self.version = version
         self.source = source
-        labels = np.asarray(recognizer.getLabels(), dtype=np.int64).ravel()
+        self.enrolled = enrolled
+        every = np.asarray(recognizer.getLabels(), dtype=np.int64).ravel()
+        # The generic model's histograms come first; enrolled exemplar means follow them.
+        extra = 0 if enrolled is None else len(enrolled.owner)
+        labels = every[: len(every) - extra]
         self.class_ids = np.unique(labels)
         # Per-class min over the collector's results, in sample order, with no Python loop
         # (here either: a workshop model holds thousands of samples).
@@ -123,7 +183,14 @@ class ExpressionModel:
         self._class_min = np.empty(len(self.class_ids), np.float64)
         self._names = [self.classes.get(int(c), str(int(c))) for c in self.class_ids]
         self._collector = cv2.face.StandardCollector.create()
-        self._dist = np.empty(len(labels), np.float64)
+        self._dist = np.empty(len(every), np.float64)
+        # Views, made once: the generic part's distances and the exemplar means'.
+        self._dist_base = self._dist[: len(labels)]
+        self._dist_ex = self._dist[len(labels) :]
+        self._margin = np.empty(extra, np.float64)
+        self._term = np.empty(extra, np.float64)
+        self._person_min = np.empty(0 if enrolled is None else len(enrolled.persons), np.float64)
+        self._logits = np.empty(len(self.class_ids), np.float64)
         self.preprocessor = Preprocessor(meta.preprocess)
         self._linear = meta.weights is not None
         if self._linear:
@@ -139,22 +206,32 @@ class ExpressionModel:
                 raise ModelError(f"model has {meta.readouts} readouts for {n} histograms")
             self._w, self._b = w, b.ravel()
             cells = recognizer.getGridX() * recognizer.getGridY()
-            hists = recognizer.getHistograms()
+            hists = recognizer.getHistograms()[:n]
             self._base = np.array(
                 [2.0 * np.count_nonzero(h.reshape(cells, -1).sum(1) == 0) for h in hists]
             )
             self._member = np.zeros((n, k), np.float64)
             protos = n - meta.readouts
             self._member[np.arange(protos), self._sample_class[:protos]] = 1.0
-            self._logits = np.empty(k, np.float64)
 
     @property
     def samples(self) -> int:
+        """The generic model's histograms (exemplar means left out)."""
         return len(self._sample_class)
 
     def class_names(self) -> list[str]:
         """The model's classes in id order."""
         return list(self._names)
+
+    def generic_histograms(self) -> list[npt.NDArray[np.float32]]:
+        """The generic model's histograms, in file order (without exemplar means)."""
+        hists = self.recognizer.getHistograms()[: self.samples]
+        return [np.asarray(h, np.float32) for h in hists]
+
+    def generic_labels(self) -> list[int]:
+        """Their labels (class ids)."""
+        every = np.asarray(self.recognizer.getLabels(), np.int64).ravel()
+        return [int(v) for v in every[: self.samples]]
 
     def _distances(self, face: Gray) -> Distances:
         """LBPH distance to every stored histogram, in file order."""
@@ -166,7 +243,8 @@ class ExpressionModel:
 
     def class_distances(self, face: Gray) -> Distances:
         """LBPH distance to each class (in ``class_ids`` order) for a prepared face."""
-        return self._class_distances(self._distances(face))
+        self._distances(face)
+        return self._class_distances(self._dist_base)
 
     def _class_distances(self, dist: Distances) -> Distances:
         out = self._class_min
@@ -179,20 +257,62 @@ class ExpressionModel:
         np.minimum.at(out, self._sample_class, dist)
         return out
 
+    def _generic_logits(self) -> Distances:
+        """The generic model's class scores (into ``self._logits``) from the distances."""
+        z = self._logits
+        if self._linear:
+            np.dot(self._dist_base, self._w, out=z)
+            z += self._b
+            return z
+        d = self._class_distances(self._dist_base)
+        np.subtract(d, d.min(), out=z)
+        z *= -1.0 / self.meta.temperature
+        return z
+
+    def generic_logits(self, face: Gray) -> Distances:
+        """The generic model's class scores for a prepared face (a copy): exemplar weights
+        are chosen against them (`exemplars.enroll`)."""
+        self._distances(face)
+        return self._generic_logits().copy()
+
+    def _add_exemplars(self, z: Distances) -> str | None:
+        """Add the gated person's exemplar term to ``z``; the person, or None (gate shut).
+
+        The face belongs to the enrolled person with the lowest margin (distance to one of
+        their (person, expression) means minus that mean's threshold); below 0 only.
+        """
+        e = self.enrolled
+        if e is None:
+            return None
+        margin = self._margin
+        np.subtract(self._dist_ex, e.tau, out=margin)
+        np.minimum.reduceat(margin, e.starts, out=self._person_min)
+        p = int(np.argmin(self._person_min))
+        if self._person_min[p] >= 0.0:
+            return None
+        lo, hi = int(e.starts[p]), int(e.ends[p])
+        d = self._dist_ex[lo:hi]
+        term = self._term[: hi - lo]
+        np.subtract(d, d.mean(), out=term)
+        term *= -e.weight[p] / e.temperature
+        z[e.column[lo:hi]] += term  # a person's means are one per class: no repeats
+        return e.persons[p]
+
     def predict_face(self, face: Gray) -> Prediction:
         """Classify a face already prepared by ``self.preprocessor``."""
-        dist = self._distances(face)
-        if self._linear:
-            z = self._logits
-            np.dot(dist, self._w, out=z)
-            z += self._b
+        self._distances(face)
+        if self._linear or self.enrolled is not None:
+            z = self._generic_logits()
+            person = self._add_exemplars(z)
             best = int(np.argmax(z))
             z -= z[best]
             np.exp(z, out=z)
             conf = float(1.0 / z.sum())
-            d = self._class_distances(dist)
-            return Prediction(int(self.class_ids[best]), self._names[best], conf, float(d[best]))
-        d = self._class_distances(dist)
+            d = self._class_distances(self._dist_base)
+            return Prediction(
+                int(self.class_ids[best]), self._names[best], conf, float(d[best]), person
+            )
+        d = self._class_distances(self._dist_base)
         best = int(np.argmin(d))
         z = np.exp(-(d - d[best]) / self.meta.temperature)
         conf = float(1.0 / z.sum())

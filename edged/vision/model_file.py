@@ -13,8 +13,9 @@ import mmap
 import os
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,20 +24,24 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.atomic import write_atomic
+from edged.enrollment.names import person_problem
 from edged.errors import ModelError
 from edged.files import OPEN_FLAGS, not_regular
 from edged.vision.detector import Box
+from edged.vision.exemplars import CAP, Crop, Exemplars, compose, finite_gate
 from edged.vision.model import (
     MODEL_FORMAT,
     WORKSHOP_CLASSES,
     ExpressionModel,
     LBPHParams,
     ModelMeta,
+    write_lbph_fields,
 )
 from edged.vision.preprocess import RAW_CROP, PreprocessConfig, is_equalize
 
 FIRST_FORMAT = 1  # edged's first model files: region prototypes and the linear scorer
 READOUTS_FORMAT = 2  # adds ``readouts`` (issue 15)
+EXEMPLARS_FORMAT = 3  # adds ``exemplars``: enrolled people's face crops (issue 17)
 
 
 def file_version(data: bytes | mmap.mmap) -> str:
@@ -55,6 +60,9 @@ MAX_FACE_PX = 256  # preprocess.size: a 6000 px face took 611 ms to classify
 MAX_HISTOGRAMS = 100_000
 MAX_NAME_CHARS = 100
 MARGIN_RANGE = (-0.4, 1.0)
+MAX_PERSONS = 100  # enrolled people in one model
+MAX_GATE = 1e7  # a chi-square distance between two LBPH histograms is at most 2 x 2 x cells
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HEAD = 1 << 16  # the bytes that tell text from base64 histograms (the first one starts early)
 _INT32_MAX = 2**31 - 1
 _CHUNK = 8 << 20  # copy in 8 MB reads: the GIL is released for each, never held long
@@ -469,7 +477,11 @@ def _read_meta(
     calibrated = _int(path, node, "edged.calibrated", 0, 1)
     weights, bias = _read_scorer(path, node, len(labels), len(np.unique(labels)))
     readouts = _read_readouts(path, node, fmt, len(labels), weights is not None)
+    gate = _read_gate(path, node)
+    exemplars = _read_exemplars(path, node, fmt, pre.size, set(labels.tolist()))
     return ModelMeta(
+        gate=gate,
+        exemplars=exemplars,
         preprocess=pre,
         temperature=temperature,
         calibrated=bool(calibrated),
@@ -479,6 +491,128 @@ def _read_meta(
         bias=bias,
         readouts=readouts,
     )
+
+
+def _read_gate(path: Path, node: cv2.FileNode) -> tuple[float, ...]:
+    """The identity gate's thresholds, one per crop count 1..`CAP` (absent: none)."""
+    child = node.getNode("gate")
+    if child.empty():
+        return ()
+    m = child.mat() if child.isMap() else None
+    problem = scorer_problem(m, (1, CAP))
+    if problem:
+        raise ModelError(f"model file {path}: edged.gate {problem}")
+    values = np.asarray(m, np.float64).ravel()
+    problem = finite_gate(values.tolist())
+    if problem or (values > MAX_GATE).any():
+        raise ModelError(
+            f"model file {path}: edged.gate {problem or f'holds values above {MAX_GATE:g}'}"
+        )
+    return tuple(float(v) for v in values)
+
+
+def _index_column(path: Path, node: cv2.FileNode, field: str, count: int | None) -> list[int]:
+    """An N x 1 int32 matrix (``count`` rows when known) as a list."""
+    child = _child(path, node, field)
+    m = child.mat() if child.isMap() else None
+    if m is None or m.size == 0:
+        raise _problem(path, field, _shown(child), "not a matrix of whole numbers")
+    if m.dtype != np.int32 or m.ndim != 2 or m.shape[1] != 1:
+        shape = " x ".join(map(str, m.shape))
+        raise ModelError(f"model file {path}: {field} is {m.dtype} {shape}, not an int32 column")
+    if count is not None and m.shape[0] != count:
+        raise ModelError(f"model file {path}: {field} has {m.shape[0]} rows for {count} crops")
+    return [int(v) for v in m.ravel()]
+
+
+def _read_exemplars(
+    path: Path, node: cv2.FileNode, fmt: int, size: int, class_ids: set[int]
+) -> Exemplars | None:
+    """The enrolled crops (format 3), every field checked: names, counts, classes, and
+    each PNG's header before it is decoded (exactly the model's face size, 8-bit gray)."""
+    child = node.getNode("exemplars")
+    if child.empty():
+        return None
+    field = "edged.exemplars"
+    if fmt < EXEMPLARS_FORMAT:
+        raise _problem(path, "edged.format", fmt, f"exemplars need format {EXEMPLARS_FORMAT}")
+    ex = _as_map(path, child, field)
+    if size <= 0:
+        raise _problem(path, "edged.preprocess.size", size, "exemplars need a fixed face size")
+    persons = _read_persons(path, _child(path, ex, f"{field}.persons"))
+    owner = _index_column(path, ex, f"{field}.person", None)
+    count = len(owner)
+    if count > CAP * len(persons) * len(class_ids):
+        raise _problem(path, f"{field}.person", f"{count} rows", "more crops than the cap allows")
+    label = _index_column(path, ex, f"{field}.label", count)
+    _check_owners(path, len(persons), owner, label, class_ids)
+    seq = _child(path, ex, f"{field}.crops")
+    if not seq.isSeq() or seq.size() != count:
+        raise _problem(path, f"{field}.crops", _shown(seq), f"not a list of {count} crops")
+    crops = []
+    for i in range(count):
+        face = _read_png(path, seq.at(i), f"{field}.crops[{i}]", size)
+        crops.append(Crop(persons[owner[i]], label[i], face))
+    return Exemplars(tuple(crops))
+
+
+def _check_owners(
+    path: Path, persons: int, owner: list[int], label: list[int], class_ids: set[int]
+) -> None:
+    """Each crop's person and class exist, each person has a crop, none has too many."""
+    field = "edged.exemplars"
+    if any(not 0 <= o < persons for o in owner):
+        raise ModelError(f"model file {path}: {field}.person names a person not in the list")
+    if set(range(persons)) - set(owner):
+        raise ModelError(f"model file {path}: {field}.persons lists a person with no crop")
+    if any(c not in class_ids for c in label):
+        raise ModelError(f"model file {path}: {field}.label names a class the model lacks")
+    if max(Counter(zip(owner, label, strict=True)).values()) > CAP:
+        raise ModelError(
+            f"model file {path}: {field} has more than {CAP} crops of a person and expression"
+        )
+
+
+def _read_persons(path: Path, seq: cv2.FileNode) -> list[str]:
+    field = "edged.exemplars.persons"
+    if not seq.isSeq() or not 1 <= seq.size() <= MAX_PERSONS:
+        raise _problem(path, field, _shown(seq), f"not a list of 1 to {MAX_PERSONS} names")
+    persons = []
+    for i in range(seq.size()):
+        item = seq.at(i)
+        name = item.string() if item.isString() else ""
+        problem = person_problem(name)
+        if problem:
+            raise _problem(path, f"{field}[{i}]", _shown(item), problem)
+        persons.append(name)
+    if len(set(persons)) != len(persons):
+        raise ModelError(f"model file {path}: {field} names a person twice")
+    return persons
+
+
+def _read_png(path: Path, node: cv2.FileNode, field: str, size: int) -> npt.NDArray[np.uint8]:
+    """One crop: a PNG of exactly size x size 8-bit gray pixels, checked from its header
+    before decoding (a hostile PNG cannot make the decoder allocate more)."""
+    m = node.mat() if node.isMap() else None
+    if m is None or m.dtype != np.uint8 or m.ndim != 2 or m.shape[0] != 1:
+        raise _problem(path, field, _shown(node), "not a PNG (one row of bytes)")
+    data = m.tobytes()
+    if len(data) > 2 * size * size + 1024:
+        raise _problem(path, field, f"{len(data)} bytes", "too big for a face crop")
+    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 33:
+        raise _problem(path, field, f"{len(data)} bytes", "not a PNG")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if (width, height) != (size, size) or data[24] != 8 or data[25] != 0:
+        raise _problem(
+            path,
+            field,
+            f"{width}x{height} depth {data[24]} color type {data[25]}",
+            f"not an 8-bit gray {size}x{size} face (the model's size)",
+        )
+    face = cv2.imdecode(m.reshape(-1), cv2.IMREAD_UNCHANGED)
+    if face is None or face.shape != (size, size) or face.dtype != np.uint8:
+        raise _problem(path, field, f"{len(data)} bytes", "not a decodable PNG")
+    return np.asarray(face, np.uint8)
 
 
 @dataclass(frozen=True)
@@ -591,7 +725,13 @@ def load_model(
     meta, source = _meta_and_source(path, head, contents.meta, bool(inside))
     names = list(labels) if labels else list(WORKSHOP_CLASSES)
     classes = {i: inside.get(i) or (names[i] if 0 <= i < len(names) else str(i)) for i in ids}
-    model = ExpressionModel(contents.recognizer, classes, meta, version, source)
+    base = replace(meta, exemplars=None)
+    model = ExpressionModel(contents.recognizer, classes, base, version, source)
+    if meta.exemplars is not None:
+        try:
+            model = compose(model, meta.exemplars, version)
+        except ModelError as e:
+            raise ModelError(f"model file {path}: edged.exemplars: {e}") from None
     _self_test(model, path)
     return model
 
@@ -621,16 +761,7 @@ def _write_lbph(
 ) -> None:
     """LBPH's own node, as ``LBPHFaceRecognizer.write`` lays it out."""
     fs.startWriteStruct("opencv_lbphfaces", cv2.FileNode_MAP)
-    fs.write("threshold", float(np.finfo(np.float64).max))
-    fs.write("radius", params.radius)
-    fs.write("neighbors", params.neighbors)
-    fs.write("grid_x", params.grid_x)
-    fs.write("grid_y", params.grid_y)
-    fs.startWriteStruct("histograms", cv2.FileNode_SEQ)
-    for h in histograms:
-        fs.write("", np.ascontiguousarray(h, dtype=np.float32).reshape(1, -1))
-    fs.endWriteStruct()
-    fs.write("labels", np.asarray(labels, dtype=np.int32).reshape(-1, 1))
+    write_lbph_fields(fs, histograms, labels, params)
     fs.startWriteStruct("labelsInfo", cv2.FileNode_SEQ)
     for label, name in sorted(classes.items()):
         fs.startWriteStruct("", cv2.FileNode_MAP)
@@ -644,9 +775,7 @@ def _write_lbph(
 def _write_meta(fs: cv2.FileStorage, meta: ModelMeta) -> None:
     """Edged's node, after LBPH's; ``trained_images`` last, so a cut file is detected."""
     fs.startWriteStruct("edged", cv2.FileNode_MAP)
-    # The oldest format that holds this model: one without readouts is still read by an
-    # edged that knows format 1 only.
-    fs.write("format", READOUTS_FORMAT if meta.readouts else FIRST_FORMAT)
+    fs.write("format", written_format(meta))
     fs.startWriteStruct("preprocess", cv2.FileNode_MAP)
     for k, v in asdict(meta.preprocess).items():
         fs.write(k, v)
@@ -657,10 +786,44 @@ def _write_meta(fs: cv2.FileStorage, meta: ModelMeta) -> None:
         fs.write("weights", np.asarray(meta.weights, np.float64))
         bias = meta.bias if meta.bias is not None else np.zeros(meta.weights.shape[1])
         fs.write("bias", np.asarray(bias, np.float64).reshape(1, -1))
-    if meta.readouts:
+    if meta.readouts or written_format(meta) >= READOUTS_FORMAT:
         fs.write("readouts", int(meta.readouts))
+    if meta.gate:
+        fs.write("gate", np.asarray(meta.gate, np.float64).reshape(1, -1))
+    if meta.exemplars is not None:
+        _write_exemplars(fs, meta.exemplars)
     # Written last: a file cut before this line fails validation on load.
     fs.write("trained_images", max(1, int(meta.trained_images)))
+    fs.endWriteStruct()
+
+
+def written_format(meta: ModelMeta) -> int:
+    """The oldest format that holds this model: one without exemplars or readouts is still
+    read by an older edged (``gate`` alone is ignored by those)."""
+    if meta.exemplars is not None:
+        return EXEMPLARS_FORMAT
+    return READOUTS_FORMAT if meta.readouts else FIRST_FORMAT
+
+
+def _write_exemplars(fs: cv2.FileStorage, exemplars: Exemplars) -> None:
+    """The crops as PNG (about 3.4 KB a 64 px face), with their person and class."""
+    persons = exemplars.persons
+    index = {p: i for i, p in enumerate(persons)}
+    fs.startWriteStruct("exemplars", cv2.FileNode_MAP)
+    fs.startWriteStruct("persons", cv2.FileNode_SEQ)
+    for p in persons:
+        fs.write("", p)
+    fs.endWriteStruct()
+    crops = exemplars.crops
+    fs.write("person", np.array([index[c.person] for c in crops], np.int32).reshape(-1, 1))
+    fs.write("label", np.array([c.class_id for c in crops], np.int32).reshape(-1, 1))
+    fs.startWriteStruct("crops", cv2.FileNode_SEQ)
+    for c in crops:
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(c.face, np.uint8))
+        if not ok:
+            raise ModelError(f"cannot encode an exemplar crop of {c.person} as PNG")
+        fs.write("", png.reshape(1, -1))
+    fs.endWriteStruct()
     fs.endWriteStruct()
 
 
@@ -722,5 +885,7 @@ def write_model(  # noqa: PLR0917
     data = model_bytes(histograms, labels, classes, params, meta)
     version = file_version(data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, data, check=_loads_back(len(histograms), version))
+    # Enrolled faces are personal data: only the owner reads them.
+    mode = 0o600 if meta.exemplars is not None else 0o644
+    write_atomic(path, data, mode=mode, check=_loads_back(len(histograms), version))
     return version
