@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import TextIO
 
 from edged.arguments import number
-from edged.errors import DatasetError, EdgedError, ExitStatus, RedactingArgumentParser, run_guarded
+from edged.errors import (
+    DatasetError,
+    EdgedError,
+    ExitStatus,
+    ModelError,
+    RedactingArgumentParser,
+    run_guarded,
+)
 from edged.images import DEFAULT_MAX_PIXELS, ImageUnreadable, add_max_pixels_option, read_image
 from edged.training import fitting
 from edged.training.datasets import (
@@ -34,6 +41,7 @@ from edged.training.datasets import (
     content_keys,
     fingerprint,
     group_people,
+    load_dataset,
     load_datasets,
     merge,
     near_duplicates,
@@ -55,8 +63,9 @@ from edged.vision.detector import (
     Gray,
     to_gray,
 )
+from edged.vision.exemplars import CAP, Crop
 from edged.vision.model import LBPHParams
-from edged.vision.model_file import write_model
+from edged.vision.model_file import load_model, write_model
 from edged.vision.pipeline import largest_face
 from edged.vision.preprocess import Preprocessor
 
@@ -404,10 +413,12 @@ def train(
     log: Callable[[str], None] = lambda _: None,
     stream: TextIO | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    exemplars: Sequence[StoredCrop] = (),
 ) -> TrainResult:
     """Train on the datasets (merged by class name, each photo once) and write ``out``;
     raises before writing anything on bad input. ``classes``: the model's, in id order
-    (default: the first dataset's)."""
+    (default: the first dataset's). ``exemplars``: enrolled crops the model keeps beside
+    its generic part (`read_exemplars`), never trained on."""
     t0 = time.monotonic()
     parts = [datasets] if isinstance(datasets, Dataset) else list(datasets)
     if not skip_missing:
@@ -426,6 +437,8 @@ def train(
     assign_groups(faces, photos, comparing)
     names = dict(enumerate(photos.classes))
     fitted = fitting.fit(faces.faces, faces.labels, names, cfg, groups=faces.groups)
+    if exemplars:
+        fitted = with_exemplars(fitted, exemplars)
     version = save(fitted, out)
     return TrainResult(photos, faces, fitted, version, time.monotonic() - t0)
 
@@ -561,6 +574,123 @@ def format_confusion(report: EvalReport) -> str:
     return "\n".join(lines)
 
 
+# --- enrollment stores: exemplars beside the generic model (issue 17) --------------------
+
+
+@dataclass(frozen=True)
+class StoredCrop:
+    """A crop of an enrollment store: who, which expression (by name), the face."""
+
+    person: str
+    expression: str
+    face: Gray
+    path: Path
+
+
+def read_exemplars(
+    stores: Sequence[Dataset], size: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> list[StoredCrop]:
+    """The stores' prepared crops, oldest first (the newest `CAP` of each person and
+    expression are the ones a model keeps). A store of photos (not prepared crops) or a
+    crop of another size is refused: the model could not compare it with a face."""
+    out: list[tuple[float, StoredCrop]] = []
+    for ds in stores:
+        for s in ds.samples:
+            if not s.prepared:
+                raise DatasetError(
+                    f"{ds.root} is not an enrollment store of prepared crops ({s.path.name}"
+                    " is a photo): add its photos with `edged enroll` first"
+                )
+            try:
+                face = to_gray(read_image(s.path, max_pixels))
+                mtime = s.path.stat().st_mtime
+            except (ImageUnreadable, OSError) as e:
+                raise DatasetError(f"cannot read the enrolled crop {s.path}: {e}") from None
+            if face.shape != (size, size):
+                raise DatasetError(
+                    f"the enrolled crop {s.path} is {face.shape[1]}x{face.shape[0]} px, not "
+                    f"the model's {size}x{size}: enroll the person again"
+                )
+            out.append((mtime, StoredCrop(s.person, s.label, face, s.path)))
+    out.sort(key=lambda item: (item[0], str(item[1].path)))
+    return [c for _, c in out]
+
+
+def with_exemplars(fitted: fitting.FittedModel, crops: Sequence[StoredCrop]) -> fitting.FittedModel:
+    """``fitted`` keeping ``crops`` as exemplars (by expression name), the newest `CAP`
+    of each person and expression."""
+    ids = {name: i for i, name in fitted.classes.items()}
+    unknown = sorted({c.expression for c in crops} - set(ids))
+    if unknown:
+        raise DatasetError(
+            f"the enrollment store has expressions the model lacks ({', '.join(unknown)}); "
+            f"the model has {', '.join(fitted.classes.values())}"
+        )
+    try:
+        return fitting.attach_exemplars(
+            fitted, [Crop(c.person, ids[c.expression], c.face) for c in crops]
+        )
+    except ModelError as e:
+        raise DatasetError(str(e)) from None
+
+
+def _attach_to_base(
+    args: argparse.Namespace, layouts: Sequence[str], note: Callable[[str], None]
+) -> int:
+    """``--base-model FILE STORE...``: the model's generic part as it is, the stores'
+    crops as its exemplars; FILE is only read (write -o elsewhere, or onto it: atomic)."""
+    t0 = time.monotonic()
+    out: Path = args.output
+    if args.eval or args.eval_on is not None:
+        raise CommandLineError("--eval needs the training photos: not with --base-model")
+    _check_output(out)
+    base = load_model(args.base_model)
+    if base.source != "edged":
+        raise ModelError(
+            f"model file {args.base_model} was not written by edged-train (a workshop "
+            "model): train one with edged-train first"
+        )
+    names = tuple(base.class_names())
+    stores = [
+        load_dataset(root, names, layout if layout != "auto" else "enrolled", partial=True)
+        for root, layout in zip(args.datasets, layouts, strict=True)
+    ]
+    for ds in stores:
+        if ds.layout != "enrolled":
+            raise CommandLineError(
+                f"{ds.root} is a {ds.layout} dataset, not an enrollment store: with "
+                "--base-model every dataset is a store"
+            )
+    _describe(stores, note)
+    crops = read_exemplars(stores, base.meta.preprocess.size, args.max_pixels)
+    prepared = {ds.prepared_with for ds in stores} - {None}
+    if prepared and prepared != {base.meta.preprocess}:
+        raise DatasetError(
+            f"the store's crops were prepared otherwise than the model prepares faces "
+            f"({base.meta.preprocess}): enroll the people again"
+        )
+    fitted = with_exemplars(fitting.fitted_of(base), crops)
+    version = save(fitted, out)
+    if not args.quiet:
+        print(f"from {args.base_model} (version {base.version}), {time.monotonic() - t0:.1f} s")
+    _report_exemplars(fitted, out, version, args.quiet)
+    return ExitStatus.OK
+
+
+def _report_exemplars(fitted: fitting.FittedModel, out: Path, version: str, quiet: bool) -> None:
+    ex = fitted.meta.exemplars
+    if quiet or ex is None:
+        return
+    per = {p: sum(c.person == p for c in ex.crops) for p in ex.persons}
+    shown = ", ".join(f"{p} {n}" for p, n in per.items())
+    print(
+        f"wrote {out} (version {version}, readable by its owner only): exemplars of "
+        f"{len(per)} {'person' if len(per) == 1 else 'people'} ({shown} crops; at most "
+        f"{CAP} per person and expression)",
+        flush=True,
+    )
+
+
 # --- command line -----------------------------------------------------------------------
 
 EPILOG = """\
@@ -571,6 +701,10 @@ dataset layouts (--layout auto picks the first that has every requested class):
            and the images in DATASET/images/; spellings like happiness or SADNESS are
            read as happy and sad
   folders  one folder of images per class: DATASET/happy/*.jpg, DATASET/sad/*.jpg, ...
+  enrolled an enrollment store (`edged enroll`): DATASET/<person>/<class>/*.png, prepared
+           face crops. Not trained on: the model keeps the newest 5 crops of each person
+           and expression as exemplars, and classifies a face near a person's own
+           exemplars partly by them (as much as that person's crops predict each other)
 class names: anger, happy, neutral, sad, surprise, disgust, fear, contempt, or the names
   of your own lists or folders. Default: the workshop's five, with its ids (0 anger,
   1 happy, 2 sad, 3 neutral, 4 surprise).
@@ -606,6 +740,11 @@ exit status: 0 trained; 2 bad command line (also: --layout given neither once no
   65 unusable dataset (missing folder or files, unknown class, a class without faces);
   66 OpenCV's face cascade is missing; 1 the model cannot be written; 70 a bug (please
   report it); 141 stdout was closed early (| head): the rest is skipped quietly.
+
+enrollment: edged-train BASE... STORE trains the generic model on the BASE datasets and
+  keeps the STORE's crops as exemplars; edged-train --base-model trainer.yml STORE -o
+  family.yml adds them to an existing model in seconds (trainer.yml is only read). A
+  model holding exemplars holds faces: it is written readable by its owner only (0600).
 
 example:
   edged-train ~/facial_expressions -o trainer.yml --eval
@@ -651,7 +790,7 @@ def _dataset_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--layout",
-        choices=("auto", "lists", "legend", "folders"),
+        choices=("auto", "lists", "legend", "folders", "enrolled"),
         action="append",
         help="how a dataset is labelled: once for every dataset, or repeated once per "
         "dataset in their order (default: auto; see below)",
@@ -660,6 +799,13 @@ def _dataset_arguments(p: argparse.ArgumentParser) -> None:
         "--classes",
         metavar="A,B,...",
         help="classes to train, in id order (default: " + ",".join(DEFAULT_CLASSES) + ")",
+    )
+    p.add_argument(
+        "--base-model",
+        type=Path,
+        metavar="FILE",
+        help="add the enrollment stores given as datasets to this model's generic part, "
+        "without reading its training photos again (seconds; FILE is never changed)",
     )
     p.add_argument(
         "--skip-missing",
@@ -764,13 +910,25 @@ def _run(args: argparse.Namespace) -> int:
     out: Path = args.output
     roots: list[Path] = args.datasets
     layouts = layouts_for(roots, args.layout)
+    if args.base_model is not None:
+        return _attach_to_base(args, layouts, note)
     eval_on = _eval_on(args, len(roots))
     _check_output(out)
-    datasets = load_datasets(list(zip(roots, layouts, strict=True)), classes)
-    _describe(datasets, note)
+    every = load_datasets(list(zip(roots, layouts, strict=True)), classes)
+    stores = [ds for ds in every if ds.layout == "enrolled"]
+    datasets = [ds for ds in every if ds.layout != "enrolled"]
+    if not datasets:
+        raise CommandLineError(
+            "every dataset given is an enrollment store: give the photos to train the "
+            "generic model on too, or add the store to a model with --base-model FILE"
+        )
+    if stores and eval_on is not None:
+        raise CommandLineError("--eval-on counts datasets: give it without enrollment stores")
+    _describe(every, note)
     if args.eval:
         _check_eval(datasets, args.folds, eval_on)
     lbph = LBPHParams(args.radius, args.neighbors, args.grid_x, args.grid_y)
+    crops = read_exemplars(stores, fitting.FitConfig().preprocess.size, args.max_pixels)
     result = train(
         datasets,
         out,
@@ -780,8 +938,11 @@ def _run(args: argparse.Namespace) -> int:
         progress=not quiet,
         log=warn,
         max_pixels=args.max_pixels,
+        exemplars=crops,
     )
     _report_training(result, out, lbph, quiet, note)
+    if crops:
+        _report_exemplars(result.fitted, out, result.version, quiet)
     if args.eval:
         _report_eval(result, args, eval_on, lbph)
     return ExitStatus.OK
