@@ -26,6 +26,7 @@ from edged.daemon.notify import Notifier
 from edged.daemon.outputs import JsonLinesOutput, Output
 from edged.daemon.service import Service
 from edged.daemon.smoothing import Smoother, SmoothingConfig
+from edged.enrollment.store import EnrollmentStore
 from edged.errors import ConfigError, ListenError
 from edged.logs import setup_logging
 from edged.mqtt.client import make_client
@@ -50,7 +51,8 @@ settings come from (lowest first): defaults < --config FILE < environment
 Every option is documented in config/edged.toml (or: edged config example).
 
 signals: SIGTERM/SIGINT stop cleanly (a second SIGINT forces exit); SIGHUP reloads the
-model file. The model file is also reloaded by itself when it changes.
+model file. The model file is also reloaded by itself when it changes, and the model
+remade when the enrolled faces (enroll.store, see edged enroll) change.
 
 examples:
   edged run --config /etc/edged/edged.toml
@@ -259,6 +261,7 @@ def build_service(
             on_change=inbox.model_changed,
             on_fatal=inbox.worker_failed,
             max_bytes=m.max_bytes,
+            enrolled=EnrollmentStore(store) if (store := settings.enroll.store) else None,
         ),
         pipeline=Pipeline(
             FaceDetector(DetectorConfig.from_settings(d)),

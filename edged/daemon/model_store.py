@@ -16,6 +16,12 @@ A file written in place (not renamed into place) can be seen half written. Its l
 fails, and the next change loads the finished file. Where the finished file has the
 same signature as the half one (coarse timestamps, a preallocating writer), a failed
 signature is tried once more after it has been stable for a poll interval.
+
+Enrolled faces (issue 17): the same thread polls the enrollment store's `version` (its
+folders listed, no file read) and, when it or the model file changed, makes the model
+in use from the base model file plus the store's crops (`compose`), in memory. The base
+file is only ever read. Nothing in the store can cost the model: a crop, a store or a
+compose that fails leaves the base model in use, with one warning per problem.
 """
 
 from __future__ import annotations
@@ -32,10 +38,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from edged.daemon.enrolled import Enrollments, read_enrollments
 from edged.daemon.outputs import ModelState, ModelStatus
 from edged.daemon.waker import Waker
 from edged.daemon.workers import FatalHandler, Worker
+from edged.enrollment.store import EnrollmentStore
 from edged.errors import ModelError
+from edged.vision.exemplars import compose
 from edged.vision.model import ExpressionModel
 from edged.vision.model_file import MAX_MODEL_BYTES, load_model
 
@@ -75,6 +84,9 @@ class ModelStore:
     every newly seen problem (the same events that are logged). An unexpected exception
     on the thread is logged and the thread restarted (see `Worker`); ``on_fatal`` hears
     when it keeps failing.
+
+    ``enrolled``: the enrollment store whose crops the model uses as exemplars (None:
+    the model file alone).
     """
 
     def __init__(
@@ -86,14 +98,17 @@ class ModelStore:
         *,
         on_fatal: FatalHandler | None = None,
         max_bytes: int = MAX_MODEL_BYTES,
+        enrolled: EnrollmentStore | None = None,
     ) -> None:
         self.path = Path(path)
+        self.enrolled = enrolled
         self.max_bytes = max_bytes  # model.max_size_mb: bigger files are refused unread
         self.labels = list(labels) if labels else None
         self.poll_interval = poll_interval
         self._on_change = on_change
         self._on_fatal = on_fatal
         self.current: ExpressionModel | None = None
+        self._base: ExpressionModel | None = None  # the model file's model, as loaded
         self._status = ModelStatus("no model")
         self._load_lock = threading.Lock()  # one check/load at a time (thread vs load_now)
         # Made by `start`: a store used only through `load_now` has no thread, no pipe.
@@ -108,6 +123,9 @@ class ModelStore:
         self._force = False
         self._retired: weakref.ref[ExpressionModel] | None = None  # the model swapped out
         self._trim_due = False  # memory to give back once the retired model is gone
+        self._store_seen: str | None = None  # the store version `current` was made from
+        self._store_warned: frozenset[str] = frozenset()  # the last read's warnings
+        self._compose_logged: object = None  # the last failure to use the store
 
     @property
     def status(self) -> ModelStatus:
@@ -190,25 +208,46 @@ class ModelStore:
                 self._release()
             if self._force:
                 self._force, force = False, True
-            sig = self._stat()
-            if isinstance(sig, str):
-                if force or sig != self._seen:
-                    self._problem(sig)
-                self._seen, self._checked = sig, True
-                return
-            if sig is None:
-                if force or self._seen is not None or not self._checked:
-                    self._missing()
-                self._seen, self._checked = None, True
-                return
-            self._checked = True
+            if not self._check_file(force):
+                self._check_store(force)
+
+    def _check_file(self, force: bool) -> bool:
+        """Look at the model file, load it if changed; True if a load succeeded (which
+        read the enrollment store too)."""
+        sig = self._stat()
+        if isinstance(sig, str):
             if force or sig != self._seen:
-                self._seen = sig
-                self._load(sig)
-            elif sig == self._failed and not self._retried:
-                self._retried = True  # stable for a poll: maybe a slow writer finished
-                log.debug("retrying the model file %s now that it is stable", self.path)
-                self._load(sig, retry=True)
+                self._problem(sig)
+            self._seen, self._checked = sig, True
+            return False
+        if sig is None:
+            if force or self._seen is not None or not self._checked:
+                self._missing()
+            self._seen, self._checked = None, True
+            return False
+        self._checked = True
+        if force or sig != self._seen:
+            self._seen = sig
+            return self._load(sig)
+        if sig == self._failed and not self._retried:
+            self._retried = True  # stable for a poll: maybe a slow writer finished
+            log.debug("retrying the model file %s now that it is stable", self.path)
+            return self._load(sig, retry=True)
+        return False
+
+    def _check_store(self, force: bool) -> None:
+        """Remake the model from the base model when the store changed (or on request).
+        Unchanged, this costs one listing of the store's folders."""
+        base, store = self._base, self.enrolled
+        if base is None or store is None:
+            return
+        if not force and store.version() == self._store_seen:
+            return
+        t0 = time.perf_counter()
+        model, got = self._with_enrollments(base)
+        if model is self.current:
+            return  # still the base model (the store gave nothing usable, again)
+        self._use(model, got, t0, base_loaded=False)
 
     def _missing(self) -> None:
         if self.current is None:
@@ -224,13 +263,13 @@ class ModelStore:
                 f"model file {self.path} was deleted; keeping model {self.current.version}"
             )
 
-    def _load(self, sig: Signature, retry: bool = False) -> None:
-        """Load the file; on failure keep the current model. A failed retry of the same
-        file is the same problem, so it is not counted again."""
+    def _load(self, sig: Signature, retry: bool = False) -> bool:
+        """Load the file (then the store); on failure keep the current model. A failed
+        retry of the same file is the same problem, so it is not counted again."""
         t0 = time.perf_counter()
-        model: ExpressionModel | None = None
+        base: ExpressionModel | None = None
         try:
-            model = load_model(self.path, self.labels, max_bytes=self.max_bytes)
+            base = load_model(self.path, self.labels, max_bytes=self.max_bytes)
         except ModelError as e:
             self._failed, self._retried = sig, retry
             keeping = f"; keeping model {self.current.version}" if self.current else ""
@@ -238,57 +277,154 @@ class ModelStore:
         except Exception as e:  # OpenCV or the OS failing in a way load_model did not map
             self._failed, self._retried = sig, True
             self._problem(f"cannot load model file {self.path}: {e}", sig, count=not retry)
-        if model is None:
+        if base is None:
             # Out of the except block: its traceback kept the failed load's memory alive.
             self._release()
+            return False
+        self._base = base
+        self._failed, self._retried, self._logged_error = None, False, None
+        model, got = self._with_enrollments(base)
+        del base
+        self._use(model, got, t0, base_loaded=True)
+        return True
+
+    def _with_enrollments(self, base: ExpressionModel) -> tuple[ExpressionModel, Enrollments]:
+        """``base`` with the store's crops as exemplars, or ``base`` itself when there
+        are none or they cannot be used (logged once per problem, never raised)."""
+        store = self.enrolled
+        if store is None:
+            return base, Enrollments()
+        got = Enrollments()
+        try:
+            # Before reading: a change made while the crops are read is seen next poll.
+            self._store_seen = store.version()
+            got = read_enrollments(store, base)
+            self._warn_store(got.warnings)
+            if got.exemplars is None:
+                self._compose_logged = None
+                return base, got
+            model = compose(base, got.exemplars)
+        except ModelError as e:
+            self._store_failed(logging.WARNING, f"enrolled faces not used: {e}", e)
+        except Exception as e:  # a bug or the machine: the base model is still good
+            self._store_failed(logging.ERROR, f"enrolled faces not used: {e!r}", e)
+        else:
+            self._compose_logged = None
+            return model, got
+        return base, Enrollments(warnings=got.warnings)
+
+    def _warn_store(self, warnings: Sequence[str]) -> None:
+        """Each problem of the store once: a warning that stays is not repeated at every
+        change; one that went away and came back is."""
+        for w in warnings:
+            if w in self._store_warned:
+                log.debug("%s", w)
+            else:
+                log.warning("%s", w)
+        self._store_warned = frozenset(warnings)
+
+    def _store_failed(self, level: int, message: str, e: Exception) -> None:
+        key = (type(e), str(e))
+        if key == self._compose_logged:
+            log.debug("%s (again)", message)
             return
+        self._compose_logged = key
+        log.log(
+            level,
+            "%s; using the model file %s alone",
+            message,
+            self.path,
+            exc_info=level >= logging.ERROR,
+        )
+
+    def _use(
+        self, model: ExpressionModel, got: Enrollments, t0: float, *, base_loaded: bool
+    ) -> None:
+        """Put ``model`` in use and report it."""
         load_ms = (time.perf_counter() - t0) * 1000.0
         old = self.current
         self.current = model  # the swap: one assignment, read once per frame by the loop
-        self._failed, self._retried, self._logged_error = None, False, None
         prev = self._status
         self._status = ModelStatus(
             state="loaded",
             version=model.version,
-            error=None,
+            error=None if base_loaded else prev.error,
             loaded_at=time.time(),
             load_ms=load_ms,
             reloads=prev.reloads + (old is not None),
             failures=prev.failures,
             samples=model.samples,
             classes=model.class_names(),
+            enrolled_people=got.people if model is not self._base else 0,
+            enrolled_faces=got.total if model is not self._base else 0,
         )
-        self._log_loaded(model, old, load_ms)
+        if base_loaded:
+            self._log_loaded(model, old, load_ms)
+        else:
+            self._log_enrolled(model, old, load_ms)
+        if got.faces and model is not self._base:
+            log.debug(
+                "enrolled people: %s",
+                ", ".join(f"{p} ({n} faces)" for p, n in sorted(got.faces.items())),
+            )
         if old is not None:
             self._retired = weakref.ref(old)
         del old, model  # the frame loop may still hold the old model for one frame
         self._notify()
         self._release()
 
+    def _enrolled_text(self) -> str:
+        """``, with 3 enrolled people (12 faces)``: counts only (names are personal data,
+        and logs travel: bug reports, journald forwarding); names go to the debug log."""
+        st = self._status
+        if not st.enrolled_people:
+            return ""
+        people = "person" if st.enrolled_people == 1 else "people"
+        return f", with {st.enrolled_people} enrolled {people} ({st.enrolled_faces} faces)"
+
+    def _log_enrolled(
+        self, model: ExpressionModel, old: ExpressionModel | None, load_ms: float
+    ) -> None:
+        base = self._base
+        assert base is not None
+        was = f" (was {old.version})" if old is not None else ""
+        log.info(
+            "enrolled faces changed: model %s is %s (version %s)%s%s, in %.0f ms",
+            model.version,
+            self.path.name,
+            base.version,
+            self._enrolled_text() or " without enrolled people",
+            was,
+            load_ms,
+        )
+
     def _log_loaded(
         self, model: ExpressionModel, old: ExpressionModel | None, load_ms: float
     ) -> None:
         names = ", ".join(model.class_names())
+        enrolled = self._enrolled_text()
         if old is None:
             log.info(
-                "loaded model %s from %s: %d classes (%s), %d samples, %s, in %.0f ms",
+                "loaded model %s from %s: %d classes (%s), %d samples, %s%s, in %.0f ms",
                 model.version,
                 self.path,
                 len(model.class_names()),
                 names,
                 model.samples,
                 model.source,
+                enrolled,
                 load_ms,
             )
         else:
             log.info(
-                "reloaded model %s from %s (was %s): %d classes (%s), %d samples, in %.0f ms",
+                "reloaded model %s from %s (was %s): %d classes (%s), %d samples%s, in %.0f ms",
                 model.version,
                 self.path,
                 old.version,
                 len(model.class_names()),
                 names,
                 model.samples,
+                enrolled,
                 load_ms,
             )
 

@@ -94,6 +94,9 @@ class ModelStatus:
     failures: int = 0  # changes that did not give a usable model (bad file, deleted file)
     samples: int = 0
     classes: list[str] = field(default_factory=list)
+    # From the enrollment store, used as exemplars: counts only, never names (private).
+    enrolled_people: int = 0
+    enrolled_faces: int = 0
 
 
 class Commands(Protocol):
@@ -246,6 +249,7 @@ class JsonLinesOutput:
                 "load_ms": None if status.load_ms is None else round(status.load_ms, 1),
                 "reloads": status.reloads,
                 "failures": status.failures,
+                "enrolled_people": status.enrolled_people,
             }
         )
 

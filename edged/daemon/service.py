@@ -227,6 +227,7 @@ class Service:
             "load_ms": round(m.load_ms, 1) if m and m.load_ms is not None else None,
             "reloads": m.reloads if m else 0,
             "failures": m.failures if m else 0,
+            "enrolled_people": m.enrolled_people if m else 0,
         }
         snap["detect"] = self.expression.detect
         for source in self._stats_sources:
