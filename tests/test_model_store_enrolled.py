@@ -108,7 +108,9 @@ def test_enrolled_faces_make_a_new_model_in_memory_and_the_model_file_is_never_w
     assert base.current is not None and base.current.enrolled is not None
     assert base.current.enrolled.persons == ("alice",)
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert info[-1].startswith(f"enrolled faces changed: model {status.version} is trainer.yml")
+    assert info[-1].startswith(
+        f"enrolled faces changed: model {status.version} (was {base_version})"
+    )
     assert "with 1 enrolled person (6 faces)" in info[-1]
     assert not any("alice" in m for m in info), "names are for the debug log only"
     assert any("alice (6 faces)" in r.getMessage() for r in caplog.records)
@@ -117,6 +119,8 @@ def test_enrolled_faces_make_a_new_model_in_memory_and_the_model_file_is_never_w
     status = base.poll_once()
     assert status.version == base_version
     assert status.enrolled_people == 0
+    last = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO][-1]
+    assert f"is trainer.yml version {base_version} without enrolled people" in last
     assert model.read_bytes() == before
     after = os.stat(model)
     assert (after.st_mtime_ns, after.st_ino, after.st_size) == (

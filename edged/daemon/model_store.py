@@ -374,27 +374,27 @@ class ModelStore:
         self._release()
 
     def _enrolled_text(self) -> str:
-        """``, with 3 enrolled people (12 faces)``: counts only (names are personal data,
-        and logs travel: bug reports, journald forwarding); names go to the debug log."""
+        """``with 3 enrolled people (12 faces)``, or ``without enrolled people``: counts
+        only (names are personal data, and logs travel: bug reports, journald
+        forwarding); the names go to the debug log."""
         st = self._status
         if not st.enrolled_people:
-            return ""
+            return "without enrolled people"
         people = "person" if st.enrolled_people == 1 else "people"
-        return f", with {st.enrolled_people} enrolled {people} ({st.enrolled_faces} faces)"
+        return f"with {st.enrolled_people} enrolled {people} ({st.enrolled_faces} faces)"
 
     def _log_enrolled(
         self, model: ExpressionModel, old: ExpressionModel | None, load_ms: float
     ) -> None:
         base = self._base
         assert base is not None
-        was = f" (was {old.version})" if old is not None else ""
         log.info(
-            "enrolled faces changed: model %s is %s (version %s)%s%s, in %.0f ms",
+            "enrolled faces changed: model %s (was %s) is %s version %s %s, in %.0f ms",
             model.version,
+            old.version if old is not None else "none",
             self.path.name,
             base.version,
-            self._enrolled_text() or " without enrolled people",
-            was,
+            self._enrolled_text(),
             load_ms,
         )
 
@@ -402,7 +402,13 @@ class ModelStore:
         self, model: ExpressionModel, old: ExpressionModel | None, load_ms: float
     ) -> None:
         names = ", ".join(model.class_names())
-        enrolled = self._enrolled_text()
+        base = self._base
+        # With enrolled faces the model's version is not the file's: say both.
+        enrolled = (
+            f", file version {base.version} {self._enrolled_text()}"
+            if base is not None and model is not base
+            else ""
+        )
         if old is None:
             log.info(
                 "loaded model %s from %s: %d classes (%s), %d samples, %s%s, in %.0f ms",
