@@ -24,9 +24,10 @@ from edged.daemon import model_store as model_store_module
 from edged.daemon.enrolled import CropUnusable, read_crop, read_enrollments
 from edged.daemon.model_store import ModelStore
 from edged.enrollment.store import MARKER, EnrollmentStore
+from edged.training import fitting
 from edged.vision.detector import DetectorConfig, FaceDetector, Gray, to_gray
 from edged.vision.exemplars import CAP, Crop, Exemplars, compose
-from edged.vision.model_file import load_model
+from edged.vision.model_file import load_model, write_model
 from edged.vision.pipeline import largest_face
 
 POLL = 0.05
@@ -315,3 +316,23 @@ def test_a_crop_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_pat
     cv2.imwrite(str(big), np.zeros((4000, 4000), np.uint8))
     with pytest.raises(CropUnusable, match="4000x4000"):
         read_crop(big, 64)
+
+
+def test_a_model_file_made_with_exemplars_keeps_them_until_the_store_has_some(
+    model, make_store, enrolled, faces
+) -> None:
+    base = load_model(model)
+    ids = {name: i for i, name in base.classes.items()}
+    crops = [Crop("carol", ids["happy"], f) for f in faces["happy"][:2]]
+    fitted = fitting.attach_exemplars(fitting.fitted_of(base), crops)
+    version = write_model(
+        model, fitted.histograms, fitted.labels, fitted.classes, fitted.params, fitted.meta
+    )
+    store = make_store()
+    assert store.status.version == version
+    assert store.status.enrolled_people == 1 and store.status.enrolled_faces == 2
+    enroll(enrolled, faces, person="bob")  # the store's exemplars replace the file's
+    status = store.poll_once()
+    assert status.version != version
+    assert store.current is not None and store.current.enrolled is not None
+    assert store.current.enrolled.persons == ("bob",)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -34,19 +34,10 @@ MAX_CROP_BYTES = 1 << 20
 @dataclass(frozen=True)
 class Enrollments:
     """What the daemon takes from the store for one model: the exemplars (None: none
-    usable), who they are, and one line per thing skipped."""
+    usable), and one line per thing skipped."""
 
     exemplars: Exemplars | None = None
-    faces: Counter[str] = field(default_factory=Counter)  # person -> crops used
     warnings: tuple[str, ...] = ()
-
-    @property
-    def people(self) -> int:
-        return len(self.faces)
-
-    @property
-    def total(self) -> int:
-        return sum(self.faces.values())
 
 
 class CropUnusable(Exception):
@@ -87,8 +78,7 @@ def read_enrollments(store: EnrollmentStore, model: ExpressionModel) -> Enrollme
     crops = _newest_crops(store, usable, ids, want.size, warnings)
     if not crops:
         return Enrollments(warnings=tuple(warnings))
-    kept = capped(crops)
-    return Enrollments(Exemplars(kept), Counter(c.person for c in kept), tuple(warnings))
+    return Enrollments(Exemplars(capped(crops)), tuple(warnings))
 
 
 def _known(

@@ -34,11 +34,12 @@ import os
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from edged.daemon.enrolled import Enrollments, read_enrollments
+from edged.daemon.enrolled import read_enrollments
 from edged.daemon.outputs import ModelState, ModelStatus
 from edged.daemon.waker import Waker
 from edged.daemon.workers import FatalHandler, Worker
@@ -241,13 +242,18 @@ class ModelStore:
         base, store = self._base, self.enrolled
         if base is None or store is None:
             return
-        if not force and store.version() == self._store_seen:
+        try:
+            changed = force or store.version() != self._store_seen
+        except OSError as e:  # a folder removed mid-listing: look again next poll
+            log.debug("enrollment store %s not listed: %s", store.root, e)
+            return
+        if not changed:
             return
         t0 = time.perf_counter()
-        model, got = self._with_enrollments(base)
+        model = self._with_enrollments(base)
         if model is self.current:
             return  # still the base model (the store gave nothing usable, again)
-        self._use(model, got, t0, base_loaded=False)
+        self._use(model, t0, base_loaded=False)
 
     def _missing(self) -> None:
         if self.current is None:
@@ -283,18 +289,17 @@ class ModelStore:
             return False
         self._base = base
         self._failed, self._retried, self._logged_error = None, False, None
-        model, got = self._with_enrollments(base)
+        model = self._with_enrollments(base)
         del base
-        self._use(model, got, t0, base_loaded=True)
+        self._use(model, t0, base_loaded=True)
         return True
 
-    def _with_enrollments(self, base: ExpressionModel) -> tuple[ExpressionModel, Enrollments]:
+    def _with_enrollments(self, base: ExpressionModel) -> ExpressionModel:
         """``base`` with the store's crops as exemplars, or ``base`` itself when there
         are none or they cannot be used (logged once per problem, never raised)."""
         store = self.enrolled
         if store is None:
-            return base, Enrollments()
-        got = Enrollments()
+            return base
         try:
             # Before reading: a change made while the crops are read is seen next poll.
             self._store_seen = store.version()
@@ -302,7 +307,7 @@ class ModelStore:
             self._warn_store(got.warnings)
             if got.exemplars is None:
                 self._compose_logged = None
-                return base, got
+                return base
             model = compose(base, got.exemplars)
         except ModelError as e:
             self._store_failed(logging.WARNING, f"enrolled faces not used: {e}", e)
@@ -310,8 +315,8 @@ class ModelStore:
             self._store_failed(logging.ERROR, f"enrolled faces not used: {e!r}", e)
         else:
             self._compose_logged = None
-            return model, got
-        return base, Enrollments(warnings=got.warnings)
+            return model
+        return base
 
     def _warn_store(self, warnings: Sequence[str]) -> None:
         """Each problem of the store once: a warning that stays is not repeated at every
@@ -337,9 +342,7 @@ class ModelStore:
             exc_info=level >= logging.ERROR,
         )
 
-    def _use(
-        self, model: ExpressionModel, got: Enrollments, t0: float, *, base_loaded: bool
-    ) -> None:
+    def _use(self, model: ExpressionModel, t0: float, *, base_loaded: bool) -> None:
         """Put ``model`` in use and report it."""
         load_ms = (time.perf_counter() - t0) * 1000.0
         old = self.current
@@ -355,17 +358,19 @@ class ModelStore:
             failures=prev.failures,
             samples=model.samples,
             classes=model.class_names(),
-            enrolled_people=got.people if model is not self._base else 0,
-            enrolled_faces=got.total if model is not self._base else 0,
+            # The exemplars in use: the store's, or those of a model file made with them.
+            enrolled_people=len(ex.persons) if (ex := model.meta.exemplars) else 0,
+            enrolled_faces=len(ex.crops) if ex else 0,
         )
         if base_loaded:
             self._log_loaded(model, old, load_ms)
         else:
             self._log_enrolled(model, old, load_ms)
-        if got.faces and model is not self._base:
+        if ex:
+            faces = Counter(c.person for c in ex.crops)
             log.debug(
                 "enrolled people: %s",
-                ", ".join(f"{p} ({n} faces)" for p, n in sorted(got.faces.items())),
+                ", ".join(f"{p} ({n} faces)" for p, n in sorted(faces.items())),
             )
         if old is not None:
             self._retired = weakref.ref(old)
