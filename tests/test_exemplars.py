@@ -299,7 +299,7 @@ HOSTILE = [
     ),
     ("gate nan", _gate([float("nan")] * CAP), "edged.gate"),
     ("gate negative", _gate([-1.0] * CAP), "edged.gate"),
-    ("gate length", _gate([100.0]), "edged.gate"),
+    ("gate length", _gate([100.0] * 17), "edged.gate"),
 ]
 
 

@@ -702,7 +702,7 @@ dataset layouts (--layout auto picks the first that has every requested class):
            read as happy and sad
   folders  one folder of images per class: DATASET/happy/*.jpg, DATASET/sad/*.jpg, ...
   enrolled an enrollment store (`edged enroll`): DATASET/<person>/<class>/*.png, prepared
-           face crops. Not trained on: the model keeps the newest 5 crops of each person
+           face crops. Not trained on: the model keeps the newest 4 crops of each person
            and expression as exemplars, and classifies a face near a person's own
            exemplars partly by them (as much as that person's crops predict each other)
 class names: anger, happy, neutral, sad, surprise, disgust, fear, contempt, or the names

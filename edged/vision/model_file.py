@@ -28,7 +28,14 @@ from edged.enrollment.names import person_problem
 from edged.errors import ModelError
 from edged.files import OPEN_FLAGS, not_regular
 from edged.vision.detector import Box
-from edged.vision.exemplars import CAP, Crop, Exemplars, compose, finite_gate
+from edged.vision.exemplars import (
+    CAP,
+    MAX_GATE_LENGTH,
+    Crop,
+    Exemplars,
+    compose,
+    finite_gate,
+)
 from edged.vision.model import (
     MODEL_FORMAT,
     WORKSHOP_CLASSES,
@@ -494,12 +501,13 @@ def _read_meta(
 
 
 def _read_gate(path: Path, node: cv2.FileNode) -> tuple[float, ...]:
-    """The identity gate's thresholds, one per crop count 1..`CAP` (absent: none)."""
+    """The identity gate's thresholds, one per crop count from 1 (absent: none)."""
     child = node.getNode("gate")
     if child.empty():
         return ()
     m = child.mat() if child.isMap() else None
-    problem = scorer_problem(m, (1, CAP))
+    length = m.size if m is not None and 1 <= m.size <= MAX_GATE_LENGTH else MAX_GATE_LENGTH
+    problem = scorer_problem(m, (1, length))
     if problem:
         raise ModelError(f"model file {path}: edged.gate {problem}")
     values = np.asarray(m, np.float64).ravel()
