@@ -19,11 +19,32 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+Owner = tuple[int, int] | None  # (uid, gid) a written file is given, or None: the writer's
+
+
+def owner_for(folder: Path) -> Owner:
+    """Who a file written into ``folder`` should belong to: run as root, the folder's
+    owner when that is another user; else None. So ``sudo edged-train -o
+    /var/lib/edged/family.yml`` (a 0600 model holding faces) stays readable by the
+    service, whose ``DynamicUser=yes`` owns its state folder."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_uid, st.st_gid) if st.st_uid != 0 else None
+
 
 def write_atomic(
-    path: Path, data: bytes, *, mode: int = 0o644, check: Callable[[Path], None] | None = None
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    check: Callable[[Path], None] | None = None,
+    owner: Owner = None,
 ) -> None:
-    """Replace `path` with `data`, all or nothing.
+    """Replace `path` with `data`, all or nothing (given ``owner`` if not None).
 
     The temp file ``.<name>.<random>.tmp<suffix>`` sits beside `path` (same filesystem,
     so the rename is atomic; same extension, so readers that go by it still work).
@@ -41,6 +62,8 @@ def write_atomic(
             raise OSError(errno.EIO, f"{size} of {len(data)} bytes reached the disk", str(tmp))
         if check is not None:
             check(tmp)
+        if owner is not None:
+            os.fchown(fd, *owner)
         os.fchmod(fd, mode)
         os.replace(tmp, path)
     except BaseException:

@@ -341,3 +341,23 @@ def test_the_spliced_good_block_still_loads(
     model = load_model(path)
     assert model.meta.exemplars is not None and len(model.meta.exemplars.crops) == 2
     assert replace(model.meta, format=1) == replace(base.meta, format=1)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_model_with_faces_written_by_root_into_the_services_folder_is_the_services(
+    base: ExpressionModel, sample_faces: list[tuple[int, Path, Gray]], tmp_path: Path
+) -> None:
+    # `sudo edged-train ... -o /var/lib/edged/family.yml`: the folder belongs to the
+    # service's (dynamic) user; a 0600 root-owned file would be unreadable to it.
+    crops, _ = consistent_person(sample_faces)
+    service = tmp_path / "service"
+    service.mkdir()
+    os.chown(service, 61234, 61234)
+    path = attached(base, crops, service / "family.yml")
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (61234, 61234, 0o600)
+    # Into root's own folder it stays root's; a model without faces is never given away.
+    mine = attached(base, crops, tmp_path / "family.yml")
+    assert os.stat(mine).st_uid == 0
+    plain = attached(base, [], service / "plain.yml")
+    assert (os.stat(plain).st_uid, os.stat(plain).st_mode & 0o777) == (0, 0o644)

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edged.atomic import write_atomic
+from edged.atomic import owner_for, write_atomic
 from edged.enrollment.names import person_problem
 from edged.errors import ModelError
 from edged.files import OPEN_FLAGS, not_regular
@@ -894,6 +894,14 @@ def write_model(  # noqa: PLR0917
     version = file_version(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Enrolled faces are personal data: only the owner reads them.
-    mode = 0o600 if meta.exemplars is not None else 0o644
-    write_atomic(path, data, mode=mode, check=_loads_back(len(histograms), version))
+    # A model holding faces is its owner's alone: 0600, and run as root into the
+    # service's folder, the service's (else it could not read it).
+    faces = meta.exemplars is not None
+    write_atomic(
+        path,
+        data,
+        mode=0o600 if faces else 0o644,
+        check=_loads_back(len(histograms), version),
+        owner=owner_for(Path(path).parent) if faces else None,
+    )
     return version
