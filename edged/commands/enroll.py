@@ -271,7 +271,8 @@ def forget(store: EnrollmentStore, person: str, *, out: TextIO, err: TextIO) -> 
     print(f"forgot {person}: removed {removed} files from {store.root} ({detail})", file=out)
     print(
         "edged enroll: note: on an SD card or flash drive the removed bytes may survive "
-        "(wear levelling); a model trained from the store still holds their histograms",
+        "(wear levelling); a model file made from the store (edged-train ... STORE) "
+        "still holds their face crops",
         file=err,
     )
     return ExitStatus.OK
