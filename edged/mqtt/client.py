@@ -5,8 +5,12 @@ Shared by the daemon's publisher and the one-shot ``edged ha-remove``.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
+import re
+import secrets
 import socket
 import ssl
 import threading
@@ -31,6 +35,10 @@ CREDENTIAL_NAME = "mqtt_password"  # systemd LoadCredential=mqtt_password:/etc/.
 # vanishing and paho noticing may queue a few messages, never more than this.
 MAX_QUEUED = 100
 CONNECT_TIMEOUT = 2.0  # s for one TCP connect; paho's 5 s default would hold up a shutdown
+MACHINE_ID = Path("/etc/machine-id")
+# machine-id(5): never show the machine id itself; hash it with a fixed key of the
+# application's own (like sd_id128_get_machine_app_specific). This is edged's key.
+APP_KEY = bytes.fromhex("5c1f0e8a3b7d4e29a6c2f1d07b9e3a48")
 
 # CONNACK refusals by reason *code* (MQTT 5 numbering, which paho maps MQTT 3.1.1's
 # return codes 1-5 onto), never by paho's English text, which may change.
@@ -91,12 +99,43 @@ def _describe_tls_error(err: ssl.SSLError, where: str) -> str:
     return f"TLS handshake with {where} failed ({err.reason or err})"
 
 
+def machine_tag(path: Path = MACHINE_ID) -> str | None:
+    """8 hex digits standing for this machine (HMAC-SHA256 of its machine id under
+    `APP_KEY`), the same on every start; None when the id is missing or unreadable."""
+    try:
+        raw = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not re.fullmatch(r"[0-9a-fA-F]{32}", raw):  # empty, or "uninitialized" at first boot
+        return None
+    return hmac.new(APP_KEY, bytes.fromhex(raw), hashlib.sha256).hexdigest()[:8]
+
+
+def default_client_id(path: Path = MACHINE_ID) -> str:
+    """``edged-<machine>-<random>``: which machine (stable, not its id), plus a part new
+    on every start, so two daemons never share a client id (and so never take the broker
+    connection from each other), not even from cloned SD cards. At most 21 characters:
+    inside MQTT 3.1.1's 23-byte guidance for client ids."""
+    tag = machine_tag(path)
+    if tag is None:
+        return f"edged-{secrets.token_hex(7)}"
+    return f"edged-{tag}-{secrets.token_hex(3)}"
+
+
+def client_id_of(client: mqtt.Client) -> str:
+    """The id ``client`` connects with (paho keeps it, but offers no getter)."""
+    return client._client_id.decode(errors="replace")
+
+
 def make_client(
     settings: Settings, will: bool = True, environ: Mapping[str, str] = os.environ
 ) -> mqtt.Client:
-    """A configured (not yet connected) paho client: id, will, credentials, TLS, backoff."""
+    """A configured (not yet connected) paho client: id, will, credentials, TLS, backoff.
+
+    The daemon's publisher replaces the will: it sets it only once it owns the topics.
+    """
     cfg = settings.mqtt
-    client_id = cfg.client_id or f"edged-{cfg.device_id}"
+    client_id = cfg.client_id or default_client_id()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
     client.connect_timeout = CONNECT_TIMEOUT
     if will:

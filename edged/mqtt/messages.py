@@ -90,6 +90,11 @@ class Topics:
     def snapshot(self) -> str:
         return f"{self.base}/snapshot"
 
+    @property
+    def owner(self) -> str:
+        """Where two daemons with one device_id find each other (`edged.mqtt.claim`)."""
+        return f"{self.base}/owner"
+
     def retained(self) -> list[str]:
         """The topics edged leaves retained values on (cleared by ``ha-remove --all``)."""
         return [self.availability, self.state, self.camera, self.stats, self.detect_state]
