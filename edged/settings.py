@@ -12,16 +12,20 @@ import contextlib
 import functools
 import ipaddress
 import json
+import math
 import os
 import re
 import socket
 import textwrap
 import tomllib
+import types
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
 
+import annotated_types
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -29,8 +33,11 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -49,44 +56,124 @@ from edged.redact import (
     url_secrets,
 )
 
+# Bounds shared by several settings. Every wait edged makes is at most MAX_WAIT, far below
+# what Python's timed waits accept (threading.TIMEOUT_MAX, ~292 years on 64-bit Linux,
+# is where Event.wait and Lock.acquire overflow).
+MAX_WAIT = 3600.0  # s: retries, reconnects, file polls, heartbeats: an hour at most
+MAX_PERIOD = 86400.0  # s: reports that are only compared with the clock: a day at most
+MAX_DURATION = 31_536_000.0  # s: loop.duration, a year
+MAX_PIXELS = 16384  # a frame side OpenCV and any camera driver accept
+SWITCH_FILE = "detect.state"  # the privacy switch's state, in the state directory
+
 # The TOML file's values for the Settings() call that load_settings is making.
 _FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("edged_settings_file", default={})  # noqa: B039
 
 
+@dataclass(frozen=True)
+class ZeroOr:
+    """Field metadata: 0 means ``zero`` (off, or the camera's own value); any other value
+    must be at least ``minimum`` (a tiny positive one would be nonsense, e.g. a period of
+    1e300 s)."""
+
+    minimum: float
+    zero: str
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    """The plain types a field's annotation allows: ``float | None`` gives {float, None}."""
+    if get_origin(annotation) is Annotated:
+        return _kinds(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return {k for arg in get_args(annotation) for k in _kinds(arg)}
+    return {type(None) if annotation is None else annotation}
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """A settings section. Every section refuses what lax parsing would let through: a
+    bool as a number (``width = true`` is not 1), a number as a bool, an empty path (it
+    would become "."), NaN and infinities; and it keeps every number within its bounds
+    (``Field(ge=, le=)``; `ZeroOr`). Strings still parse (environment variables are
+    strings: ``EDGED_LOOP__FPS=2``)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_lax_coercion(cls, value: Any, info: ValidationInfo) -> Any:
+        kinds = _kinds(cls.model_fields[str(info.field_name)].annotation)
+        numeric = bool(kinds & {int, float})
+        if isinstance(value, bool) and numeric and bool not in kinds:
+            raise ValueError("must be a number, not true or false")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and bool in kinds and not numeric:
+            raise ValueError("must be true or false, not a number")
+        if Path in kinds and isinstance(value, str | Path) and str(value).strip() in ("", "."):
+            raise ValueError("must not be empty (a path; it would become '.', this folder)")
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _zero_or_at_least(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, float) and value == 0:
+            return 0.0  # -0.0 too
+        for rule in cls.model_fields[str(info.field_name)].metadata:
+            if (
+                isinstance(rule, ZeroOr)
+                and isinstance(value, int | float)
+                and 0 < value < rule.minimum
+            ):
+                raise ValueError(f"must be 0 ({rule.zero}) or at least {rule.minimum:g}")
+        return value
 
 
 class CameraSettings(Section):
     source: str = Field(
         "0",
+        min_length=1,
         description="Device index ('0'), device path ('/dev/video0'), video file, "
         "rtsp:// or http(s):// URL, GStreamer pipeline (contains '!'), or 'picamera2'.",
     )
     width: int = Field(
-        640, ge=0, description="Requested frame width in pixels (0: camera default)."
+        640, ge=0, le=MAX_PIXELS, description="Requested frame width in pixels (0: camera default)."
     )
-    height: int = Field(480, ge=0, description="Requested frame height (0: camera default).")
-    fps: float = Field(0, ge=0, description="Requested camera frame rate (0: camera default).")
+    height: int = Field(
+        480, ge=0, le=MAX_PIXELS, description="Requested frame height (0: camera default)."
+    )
+    fps: Annotated[float, ZeroOr(0.01, "the camera's own")] = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Requested camera frame rate (0: camera default); a video file is "
+        "played at this rate.",
+    )
     loop: bool = Field(False, description="Loop a video file when it ends (demos, tests).")
     realtime: bool = Field(
         True, description="Play a video file at its own frame rate, as a camera would deliver it."
     )
-    retry_initial: float = Field(1.0, gt=0, description="First retry delay after a failure (s).")
-    retry_max: float = Field(30.0, gt=0, description="Longest retry delay (s).")
+    retry_initial: float = Field(
+        1.0, ge=0.01, le=MAX_WAIT, description="First retry delay after a failure (s)."
+    )
+    retry_max: float = Field(30.0, ge=0.01, le=MAX_WAIT, description="Longest retry delay (s).")
     read_timeout: float = Field(
-        5.0, gt=0, description="No frame for this long counts as a failed source (s)."
+        5.0,
+        ge=0.1,
+        le=600,
+        description="No frame for this long counts as a failed source (s); also the open "
+        "and read timeout of a network stream.",
     )
 
 
 class DetectorSettings(Section):
-    scale_factor: float = Field(1.2, gt=1.0, description="Haar cascade scale step.")
-    min_neighbors: int = Field(5, ge=0, description="Haar cascade minNeighbors.")
+    scale_factor: float = Field(1.2, gt=1.0, le=3.0, description="Haar cascade scale step.")
+    min_neighbors: int = Field(5, ge=0, le=100, description="Haar cascade minNeighbors.")
     min_size: float = Field(
-        0.1, gt=0, le=1, description="Smallest face, as a fraction of the shorter frame side."
+        0.1, ge=0.01, le=1, description="Smallest face, as a fraction of the shorter frame side."
     )
-    max_width: int = Field(
-        320, ge=0, description="Downscale frames wider than this before detection (0: never)."
+    max_width: Annotated[int, ZeroOr(32, "never")] = Field(
+        320,
+        ge=0,
+        le=MAX_PIXELS,
+        description="Downscale frames wider than this before detection (0: never).",
     )
     track: bool = Field(
         True,
@@ -102,11 +189,13 @@ class ModelSettings(Section):
         description="Class names by id, for a model without names inside (a workshop "
         "trainer.yml). Default: the workshop's anger, happy, sad, neutral, surprise.",
     )
-    poll_interval: float = Field(1.0, gt=0, description="How often to check the file (s).")
+    poll_interval: float = Field(
+        1.0, ge=0.01, le=MAX_WAIT, description="How often to check the file (s)."
+    )
     max_size_mb: float = Field(
         160.0,
         gt=0,
-        allow_inf_nan=False,
+        le=4000,
         description="Refuse a model file bigger than this, unread (MB of 1,000,000 bytes). "
         "The workshop's own text models are 60-150 MB, edged's a few MB; raise it only for "
         "a bigger model you trust (it costs memory and load time).",
@@ -129,16 +218,35 @@ class EnrollSettings(Section):
 
 
 class LoopSettings(Section):
-    fps: float = Field(5.0, gt=0, le=120, description="Target frames processed per second.")
-    stats_interval: float = Field(30.0, gt=0, description="Seconds between stats reports.")
-    max_faces: int = Field(5, ge=1, description="Classify at most this many faces per frame.")
+    fps: float = Field(5.0, ge=0.01, le=120, description="Target frames processed per second.")
+    stats_interval: float = Field(
+        30.0, ge=0.1, le=MAX_PERIOD, description="Seconds between stats reports."
+    )
+    max_faces: int = Field(
+        5, ge=1, le=100, description="Classify at most this many faces per frame."
+    )
     duration: float = Field(
-        0.0, ge=0, description="Stop by itself after this many seconds (0: run until stopped)."
+        0.0,
+        ge=0,
+        le=MAX_DURATION,
+        description="Stop by itself after this many seconds (0: run until stopped).",
     )
 
 
 class OutputSettings(Section):
     stdout: bool = Field(False, description="Print each frame's result as a JSON line on stdout.")
+
+
+class PrivacySettings(Section):
+    """The privacy switch (expression detection ON/OFF): its state outlives a restart."""
+
+    state_file: Path | None = Field(
+        None,
+        description="Where the switch's state is kept, so OFF survives a restart or a "
+        "reboot; written only when the switch changes. Default: 'detect.state' in the "
+        "service's state directory ($STATE_DIRECTORY: /var/lib/edged); outside systemd, "
+        "not kept (the switch starts ON) unless this is set.",
+    )
 
 
 class LogSettings(Section):
@@ -172,7 +280,9 @@ class MqttSettings(Section):
     enabled: bool = Field(True, description="Publish over MQTT.")
     host: Host = Field("localhost", min_length=1, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
-    keepalive: int = Field(60, ge=5, description="MQTT keepalive (s).")
+    keepalive: int = Field(
+        60, ge=5, le=65535, description="MQTT keepalive (s); MQTT's field holds at most 65535."
+    )
     qos: int = Field(1, ge=0, le=2, description="QoS for state, events and availability.")
     prefix: Topic = Field("edged", description="Topic prefix (no + or #).")
     device_id: str = Field(
@@ -201,9 +311,14 @@ class MqttSettings(Section):
     tls_insecure: bool = Field(
         False, description="Skip verifying the broker's certificate and host name (unsafe)."
     )
-    reconnect_min: float = Field(1.0, gt=0, description="First reconnect delay (s).")
+    reconnect_min: float = Field(
+        1.0, ge=0.01, le=MAX_WAIT, description="First reconnect delay (s)."
+    )
     reconnect_max: float = Field(
-        60.0, gt=0, description="Longest reconnect delay (s); the delay doubles up to it."
+        60.0,
+        ge=0.01,
+        le=MAX_WAIT,
+        description="Longest reconnect delay (s); the delay doubles up to it.",
     )
 
     @model_validator(mode="after")
@@ -223,10 +338,16 @@ class PublishSettings(Section):
     """What goes over MQTT and how often; the defaults suit a Home Assistant dashboard."""
 
     heartbeat: float = Field(
-        60.0, gt=0, description="Re-publish the state at least this often (s), even unchanged."
+        60.0,
+        ge=0.1,
+        le=MAX_WAIT,
+        description="Re-publish the state at least this often (s), even unchanged.",
     )
     clear_after: float = Field(
-        3.0, ge=0, description="State becomes 'none' when no face has been seen for this long (s)."
+        3.0,
+        ge=0,
+        le=MAX_WAIT,
+        description="State becomes 'none' when no face has been seen for this long (s).",
     )
     detections: bool = Field(
         True, description="Publish every processed frame's faces on the 'detections' topic."
@@ -237,7 +358,7 @@ class PublishSettings(Section):
         "Off (the default): no image ever leaves the device.",
     )
     snapshot_interval: float = Field(
-        10.0, gt=0, description="Seconds between snapshots (when snapshot is on)."
+        10.0, ge=0.1, le=MAX_PERIOD, description="Seconds between snapshots (when snapshot is on)."
     )
 
 
@@ -246,10 +367,11 @@ class SmoothingSettings(Section):
 
     enabled: bool = Field(True, description="Off: every frame's top expression is the state.")
     window: int = Field(5, ge=1, le=100, description="N: how many recent frames are considered.")
-    agree: int = Field(3, ge=1, description="K: frames of the window that must agree.")
+    agree: int = Field(3, ge=1, le=100, description="K: frames of the window that must agree.")
     min_hold: float = Field(
         0.0,
         ge=0,
+        le=MAX_WAIT,
         description="Also accept an expression held (every frame) for this long (s); 0: off.",
     )
     threshold: float = Field(
@@ -329,7 +451,10 @@ class HttpSettings(Section):
     )
     max_viewers: int = Field(3, ge=1, le=32, description="Live views at once; more get '503 busy'.")
     stream_fps: float = Field(
-        5.0, gt=0, le=30, description="Highest frame rate of the live view (never above loop.fps)."
+        5.0,
+        ge=0.01,
+        le=30,
+        description="Highest frame rate of the live view (never above loop.fps).",
     )
     jpeg_quality: int = Field(75, ge=10, le=95, description="JPEG quality of the live view.")
     request_timeout: float = Field(
@@ -407,6 +532,7 @@ class Settings(BaseSettings):
     smoothing: SmoothingSettings = Field(default_factory=SmoothingSettings)
     homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -425,6 +551,14 @@ class Settings(BaseSettings):
         # Beside the model, wherever the model is: the service's state directory.
         if self.enroll.store is None:
             self.enroll.store = self.model.path.parent / "enrolled"
+        return self
+
+    @model_validator(mode="after")
+    def _default_switch_file(self) -> Settings:
+        # systemd's StateDirectory= sets $STATE_DIRECTORY (the unit's /var/lib/edged).
+        state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        if self.privacy.state_file is None and state_dir:
+            self.privacy.state_file = Path(state_dir) / SWITCH_FILE
         return self
 
 
@@ -457,10 +591,12 @@ def _origin(
 
 
 def format_validation_error(
-    err: ValidationError, where: Callable[[tuple[Any, ...]], str] | None = None
+    err: ValidationError,
+    where: Callable[[tuple[Any, ...]], str] | None = None,
+    more: list[str] | None = None,
 ) -> str:
-    """One line per bad field: ``section.key = value (source): reason``."""
-    lines = []
+    """One line per bad field: ``section.key = value (source): reason`` (and ``more``)."""
+    lines = list(more or [])
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(root)"
         origin = where(tuple(e["loc"])) if where else ""
@@ -507,12 +643,35 @@ def register_secrets(settings: Settings) -> None:
     register_source(settings.camera.source)
 
 
+# EDGED_* variables edged reads that are not settings (none of them is read by `edged run`).
+NOT_SETTINGS = frozenset({"EDGED_SCREENSHOT"})  # tests/test_web_browser.py: README screenshots
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """An error line for each ``EDGED_*`` variable that names no section: pydantic-settings
+    would ignore ``EDGED_CAMRA__SOURCE`` silently (a misspelt key of a known section,
+    ``EDGED_CAMERA__SOURSE``, it reports itself)."""
+    sections = {name for name, _ in _section_fields()}
+    lines = []
+    for var in sorted(environ):
+        name = var.upper()
+        if not name.startswith("EDGED_") or name in NOT_SETTINGS:
+            continue
+        section, _, key = name.removeprefix("EDGED_").partition("__")
+        if section.lower() not in sections:
+            where = f"{section.lower()}.{key.lower()}" if key else section.lower() or "(empty)"
+            lines.append(f"{where} (environment {var}): unknown setting (sections: "
+                         f"{', '.join(sorted(sections))})")  # fmt: skip
+    return lines
+
+
 def load_settings(config: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Settings from defaults < TOML ``config`` < environment < ``overrides`` (CLI flags).
 
     ``overrides`` is nested like the TOML file: ``{"camera": {"source": "clip.mp4"}}``.
     """
     file_values = _toml_source(config)
+    unknown = unknown_environment(os.environ)
     token = _FILE_VALUES.set(file_values)
     try:
         settings = Settings(**(overrides or {}))
@@ -525,10 +684,12 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
             _origin, config=config, file_values=file_values, overrides=overrides or {},
             environ=os.environ,
         )  # fmt: skip
-        text = format_validation_error(e, where)
+        text = format_validation_error(e, where, unknown)
         raise ConfigError(_redacted(text, file_values, overrides)) from None
     finally:
         _FILE_VALUES.reset(token)
+    if unknown:
+        raise ConfigError(redact("invalid configuration:\n  " + "\n  ".join(unknown)))
     register_secrets(settings)
     return settings
 
@@ -595,6 +756,40 @@ _EXAMPLE_HEADER = """\
 """
 
 
+def numeric_bounds(info: FieldInfo) -> tuple[float, float, ZeroOr | None] | None:
+    """A number field's (lowest, highest, 0-or-at-least rule) accepted; None if not a
+    number. A ``gt`` bound (above, not at) is given as that value."""
+    if not _kinds(info.annotation) & {int, float}:
+        return None
+    low, high, zero_or = -math.inf, math.inf, None
+    for rule in info.metadata:
+        if isinstance(rule, annotated_types.Ge):
+            low = float(cast(float, rule.ge))
+        elif isinstance(rule, annotated_types.Gt):
+            low = float(cast(float, rule.gt))
+        elif isinstance(rule, annotated_types.Le):
+            high = float(cast(float, rule.le))
+        elif isinstance(rule, annotated_types.Lt):
+            high = float(cast(float, rule.lt))
+        elif isinstance(rule, ZeroOr):
+            zero_or = rule
+    return low, high, zero_or
+
+
+def bounds_text(info: FieldInfo) -> str:
+    """A number's accepted range in words, for the example file: "Range: 0.01 to 3600."."""
+    bounds = numeric_bounds(info)
+    if bounds is None:
+        return ""
+    low, high, zero_or = bounds
+    above = any(isinstance(r, annotated_types.Gt) for r in info.metadata)
+    if zero_or is not None:
+        return f"Range: 0, or {zero_or.minimum:g} to {high:g}."
+    if above:
+        return f"Range: above {low:g}, up to {high:g}."
+    return f"Range: {low:g} to {high:g}."
+
+
 def example_toml() -> str:
     """An example file documenting every option (what ``config/edged.toml`` holds)."""
     lines = [_EXAMPLE_HEADER]
@@ -604,7 +799,8 @@ def example_toml() -> str:
             lines.extend(f"# {line}".rstrip() for line in doc.splitlines())
         lines.append(f"[{name}]")
         for key, info in cls.model_fields.items():
-            for line in textwrap.wrap(info.description or "", 86):
+            text = " ".join(filter(None, [info.description, bounds_text(info)]))
+            for line in textwrap.wrap(text, 86):
                 lines.append(f"# {line}")
             if info.default_factory is list:
                 lines.append(f"# {key} = []")

@@ -66,7 +66,7 @@ def test_a_bad_value_names_the_field_the_value_and_the_reason(tmp_path, clean_en
     with pytest.raises(ConfigError) as e:
         load_settings(cfg)
     text = str(e.value)
-    assert f"loop.fps = -1 ({cfg}): Input should be greater than 0" in text
+    assert f"loop.fps = -1 ({cfg}): Input should be greater than or equal to 0.01" in text
     assert re.search(r"log\.level = 'loud' \(.*\): Input should be 'debug', 'info'", text)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
 from pathlib import Path
 
 from edged.commands.run import tls_context, web_password
-from edged.errors import ExitStatus, RedactingArgumentParser
-from edged.settings import dump_toml, example_toml, load_settings
+from edged.errors import ConfigError, ExitStatus, RedactingArgumentParser
+from edged.mqtt.client import resolve_password
+from edged.settings import MqttSettings, dump_toml, example_toml, load_settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,9 +45,17 @@ def check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)  # ConfigError -> exit 78, every bad field named
     web_password(settings.http)  # a page open to the network without a password: exit 78
     tls_context(settings.http)  # a certificate or key that does not load: exit 78
+    check_mqtt_files(settings.mqtt)  # the broker's password file and TLS files: exit 78
     source = f"{args.config}" if args.config else "defaults (no --config)"
     print(f"# effective settings: {source} + EDGED_* environment; secrets masked")
     print(dump_toml(settings))
+    state = settings.privacy.state_file
+    if state is not None and not state.parent.is_dir():
+        print(
+            f"edged: note: privacy.state_file's folder {state.parent} does not exist: the "
+            "privacy switch will start ON and forget its state at every restart",
+            file=sys.stderr,
+        )
     if not settings.model.path.exists():
         print(
             f"edged: note: model.path {settings.model.path} does not exist yet; the daemon "
@@ -54,6 +64,23 @@ def check_config(args: argparse.Namespace) -> int:
         )
     print("edged: configuration OK", file=sys.stderr)
     return ExitStatus.OK
+
+
+def check_mqtt_files(m: MqttSettings) -> None:
+    """Every file `edged run` would open for the broker, opened now: a `ConfigError`
+    naming the setting when one is missing or unusable (not only at ``run``)."""
+    resolve_password(m)
+    ctx = ssl.create_default_context()
+    try:
+        if m.ca_file is not None:
+            what = f"mqtt.ca_file: cannot load {m.ca_file}"
+            ctx.load_verify_locations(cafile=m.ca_file)
+        if m.certfile is not None:
+            what = f"mqtt.certfile/keyfile: cannot load {m.certfile}"
+            ctx.load_cert_chain(m.certfile, m.keyfile)
+    except (OSError, ssl.SSLError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"{what}: {why}") from None
 
 
 def print_example(args: argparse.Namespace) -> int:
