@@ -26,6 +26,7 @@ from edged.daemon.notify import Notifier
 from edged.daemon.outputs import JsonLinesOutput, Output
 from edged.daemon.service import Service
 from edged.daemon.smoothing import Smoother, SmoothingConfig
+from edged.daemon.switch_state import SwitchMemory
 from edged.enrollment.store import EnrollmentStore
 from edged.errors import ConfigError, ListenError
 from edged.logs import setup_logging
@@ -270,7 +271,10 @@ def build_service(
         ),
         outputs=outputs,
         notifier=notifier or Notifier(),
-        expression=Expression(Smoother(SmoothingConfig.from_settings(settings))),
+        expression=Expression(
+            Smoother(SmoothingConfig.from_settings(settings)),
+            memory=SwitchMemory(settings.privacy.state_file),
+        ),
         inbox=inbox,
     )
 

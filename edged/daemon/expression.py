@@ -3,22 +3,29 @@ change events, and the privacy switch.
 
 Every output (JSON lines, MQTT, the web page) formats what this decides, so the state and
 the events are the same with or without MQTT. Runs on the loop thread only; the switch
-is changed through the loop (`Service`), never from another thread directly.
+is changed through the loop (`Service`), never from another thread directly, and
+remembered across restarts (`SwitchMemory`) when it changes.
 """
 
 from __future__ import annotations
 
 from edged.daemon.outputs import ExpressionEvent, ExpressionReport
 from edged.daemon.smoothing import Smoother, State, Step
+from edged.daemon.switch_state import SwitchMemory
 from edged.vision.pipeline import FrameResult
 
 
 class Expression:
     """The smoother, the switch and the model version, turned into reports for outputs."""
 
-    def __init__(self, smoother: Smoother, detect: bool = True) -> None:
+    def __init__(
+        self, smoother: Smoother, detect: bool = True, memory: SwitchMemory | None = None
+    ) -> None:
+        """``memory``: where the switch was left; it overrides ``detect`` and is told
+        every change."""
         self._smoother = smoother
-        self._detect = detect
+        self._memory = memory
+        self._detect = memory.load() if memory is not None else detect
         self._model_version: str | None = None
         self._origin: float | None = None  # wall time of the first report (``since`` of start)
 
@@ -53,6 +60,8 @@ class Expression:
         if on == self._detect:
             return None, None
         self._detect = on
+        if self._memory is not None:
+            self._memory.save(on)
         if on:  # back on: say so in the state at once
             return self._reports(Step(self._smoother.republish(mono)), mono, wall)
         return self._reports(self._smoother.clear(mono), mono, wall)
