@@ -426,7 +426,7 @@ def test_bad_configuration_exits_78_naming_the_field_value_and_reason(daemon, tm
     d = daemon("--config", str(cfg))
     assert d.proc.wait(timeout=LIVENESS) == 78
     err = d.stderr()
-    assert f"loop.fps = 0 ({cfg}): Input should be greater than 0" in err
+    assert f"loop.fps = 0 ({cfg}): Input should be greater than or equal to 0.01" in err
     assert f"camera.bogus ({cfg}): unknown setting" in err
     d = daemon("--source", "x.avi", env={"EDGED_CAMERA__WIDTH": "wide"})
     assert d.proc.wait(timeout=LIVENESS) == 78
