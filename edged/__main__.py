@@ -2,7 +2,11 @@
 
 import sys
 
-from edged.cli import main
+from edged.daemon import early
+
+early.catch()  # before anything slow: a SIGHUP or SIGTERM while starting is honoured
+
+from edged.cli import main  # noqa: E402 (after the signals are held)
 
 _GLOBAL = {"-h", "--help", "--version", "--traceback"}
 argv = sys.argv[1:]

@@ -3,18 +3,27 @@
 ``edged``: ``run`` (the daemon), ``detect``, ``enroll``, ``config``, ``ha-remove`` (one
 module each in `edged.commands`).
 ``edged-train``: build ``trainer.yml`` from labelled images (and ``--eval``).
+
+The commands (and so OpenCV and paho) are imported only after `edged.daemon.early` holds
+SIGTERM, SIGINT and SIGHUP: a signal during those slow imports is honoured, not fatal.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import cast
 
 from edged import __version__
-from edged.commands import config, demo, detect, enroll, ha_remove, run
-from edged.errors import RedactingArgumentParser, run_guarded
-from edged.training import trainer
+from edged.daemon import early
+from edged.errors import ExitStatus, RedactingArgumentParser, run_guarded
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,27 +43,68 @@ def build_parser() -> argparse.ArgumentParser:
             dest="command", metavar="COMMAND", required=True, parser_class=RedactingArgumentParser
         ),
     )
-    for register in COMMANDS:
+    for register in commands():
         register(sub)
     return p
 
 
-# Each command module adds itself here: a function taking the subparsers object and
-# calling ``set_defaults(func=...)`` on its parser.
-COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    detect.register,
-    enroll.register,
-    run.register,
-    config.register,
-    ha_remove.register,
-    demo.register,
-]
+def commands() -> list[Register]:
+    """Each command module's ``register``: takes the subparsers object and calls
+    ``set_defaults(func=...)`` on its parser. Imported here, not at the top: they pull
+    in OpenCV and paho, which must come after `early.catch`."""
+    from edged.commands import (  # noqa: PLC0415 (slow imports, after the signals are held)
+        config,
+        demo,
+        detect,
+        enroll,
+        ha_remove,
+        run,
+    )
+
+    return [
+        detect.register,
+        enroll.register,
+        run.register,
+        config.register,
+        ha_remove.register,
+        demo.register,
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_guarded(args.func, args, "edged")
+    """``edged``: signals held from the start; the daemon (``run``) takes them over, any
+    other command gets them back before it runs."""
+    early.catch()
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command != "run":
+            early.release()
+        status = run_guarded(args.func, args, "edged")
+        if args.command == "run":
+            _exit_now_if_left_running(status)
+        return status
+    except KeyboardInterrupt:  # Ctrl-C while starting, delivered by `release`
+        return ExitStatus.INTERRUPTED
+    finally:
+        early.release(deliver=False)  # ending anyway: a late signal changes nothing
+
+
+def _exit_now_if_left_running(status: int) -> None:
+    """After the daemon's shutdown, a thread still running was left behind on purpose
+    (stuck past the deadline: a model parse inside OpenCV, a connect to a frozen broker).
+    The interpreter's own exit would then tear down modules and C++ statics under it,
+    which takes time (0.45 s measured) and can crash; so flush the logs and leave now."""
+    me = threading.current_thread()
+    if not any(t is not me and t.is_alive() for t in threading.enumerate()):
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
+    from edged.training import trainer  # noqa: PLC0415 (OpenCV: only when training)
+
     return trainer.main(argv)

@@ -539,22 +539,31 @@ class FrameGrabber:
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop at once (even mid-backoff), join the thread; the thread releases the source."""
+        self.request_stop()
+        if not self.join(timeout):
+            log.warning(
+                "camera thread did not stop within %.1f s (a read is blocked in the "
+                "driver); it ends with the process",
+                timeout,
+            )
+
+    def request_stop(self) -> None:
+        """Ask the thread to end (even mid-backoff) without waiting: the daemon's shutdown
+        asks every part first, then waits for all of them against one deadline."""
         self._stop.set()
         worker = self._worker
         if worker is not None:
             worker.stop()
         with self._cond:
             self._cond.notify_all()
-        if (
-            worker is not None
-            and threading.current_thread() is not self._runner
-            and not worker.join(timeout)
-        ):
-            log.warning(
-                "camera thread did not stop within %.1f s (a read is blocked in the "
-                "driver); it ends with the process",
-                timeout,
-            )
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the thread; True if it ended (or never ran, or
+        this is the thread itself, which ends once it returns)."""
+        worker = self._worker
+        if worker is None or threading.current_thread() is self._runner:
+            return True
+        return worker.join(timeout)
 
     def latest(self, after_seq: int = -1, timeout: float | None = None) -> Frame | None:
         """The newest frame if its seq is above ``after_seq``, else None. One consumer only.

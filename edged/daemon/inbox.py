@@ -9,6 +9,7 @@ once through a self-pipe.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class Inbox:
         self._stop = Waker()
         self.stop_reason = ""
         self.exit_status = ExitStatus.OK
+        self.stop_at: float | None = None  # monotonic time of the first stop request
 
     # -- producers: any thread -----------------------------------------------------------
 
@@ -69,11 +71,18 @@ class Inbox:
     def reload_model(self, source: str = "request") -> None:
         self._items.append(ReloadCommand(source))
 
-    def request_stop(self, reason: str, status: ExitStatus = ExitStatus.OK) -> None:
-        """Finish the tick and shut down. Safe from any thread or signal handler."""
+    def request_stop(
+        self, reason: str, status: ExitStatus = ExitStatus.OK, at: float | None = None
+    ) -> None:
+        """Finish the tick and shut down. Safe from any thread or signal handler.
+
+        ``at``: when the request was really made (monotonic), if earlier than now (a
+        signal held while starting); the shutdown's deadline counts from it.
+        """
         if not self.stop_reason:
             self.stop_reason = reason
             self.exit_status = status
+            self.stop_at = time.monotonic() if at is None else at
         self._stop.set()
 
     def worker_failed(self, reason: str) -> None:
@@ -96,8 +105,14 @@ class Inbox:
         return self._stop.flag
 
     def clear(self) -> None:
-        """Forget pending news (start-up: the first model load is reported separately)."""
+        """Forget pending news."""
         self._items.clear()
+
+    def drop_model_news(self) -> None:
+        """Forget pending model reports, keep the rest (start-up: the first load is
+        reported separately, but a SIGHUP held while starting is still a reload)."""
+        kept = [n for n in self.drain() if not isinstance(n, ModelNews)]
+        self._items.extend(kept)
 
     def close(self) -> None:
         self._stop.close()

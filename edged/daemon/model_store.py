@@ -158,15 +158,26 @@ class ModelStore:
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the thread at once (even mid-wait or mid-backoff) and join it."""
+        self.request_stop()
+        if not self.join(timeout):
+            log.warning("model loader did not stop within %.1f s", timeout)
+
+    def request_stop(self) -> None:
+        """Ask the thread to end without waiting (a load under way finishes first: OpenCV's
+        parse cannot be interrupted); the daemon then waits against its deadline."""
         worker, waker = self._worker, self._waker
         if worker is None or waker is None:
             return
         worker.stop()
         waker.set()
-        if threading.current_thread() is self._runner:
-            return  # from the callback, on the store's own thread: it ends after this
-        if not worker.join(timeout):
-            log.warning("model loader did not stop within %.1f s", timeout)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the thread; True if it ended (or never ran, or
+        this is the store's own thread: from the callback, it ends after it)."""
+        worker = self._worker
+        if worker is None or threading.current_thread() is self._runner:
+            return True
+        return worker.join(timeout)
 
     @property
     def running(self) -> bool:

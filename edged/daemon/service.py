@@ -7,6 +7,10 @@ switch). Their news reaches the loop through the `Inbox`, drained once per tick,
 
 Lifetime (uvicorn's ``server.py`` shape): start-up → loop → shutdown. Signal handlers
 only set flags and wake the loop through a pipe; a second SIGINT/SIGTERM forces exit.
+Signals that came while edged was still importing (held by `edged.daemon.early`) are
+honoured when the handlers are installed. Shutdown asks every part to stop at once, then
+waits for them against one `Deadline`; what is stuck then is left behind (daemon threads)
+and named in one warning, so SIGTERM → exit 0 within 2 s whatever hangs.
 Periodic duties (watchdog ping, STATUS, stats) run from the loop, not from extra threads,
 so a hung loop stops the watchdog pings and systemd restarts the service. The parts are
 built by the composition root (`edged.commands.run`); ``Service.__init__`` only stores them.
@@ -27,10 +31,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edged.daemon import early
 from edged.daemon.inbox import CameraNews, DetectCommand, Inbox, ModelNews, ReloadCommand
 from edged.daemon.outputs import ImageOutput, LiveOutput, StatsSource
 from edged.daemon.stats import Mark, Stats
 from edged.daemon.ticker import Ticker
+from edged.daemon.workers import Deadline
 from edged.redact import redact
 from edged.vision.pipeline import FrameResult, Pipeline
 
@@ -43,6 +49,13 @@ if TYPE_CHECKING:
     from edged.settings import LoopSettings
 
 log = logging.getLogger(__name__)
+
+# Seconds from the stop request to the end of the shutdown: the README's 2 s from SIGTERM
+# to exit, less what the interpreter's own exit takes.
+SHUTDOWN_BUDGET = 1.5
+# Each part still gets this long when the request is older than the budget (a SIGTERM
+# held during slow imports): nothing had started, so its stop is quick.
+SHUTDOWN_FLOOR = 0.2
 
 
 def _redacted(status: ModelStatus) -> ModelStatus:
@@ -99,6 +112,10 @@ class Service:
     # -- signals ------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._honour(signum, time.monotonic())
+
+    def _honour(self, signum: int, at: float) -> None:
+        """A signal that arrived at ``at`` (monotonic): SIGHUP reloads, others stop."""
         if signum == signal.SIGHUP:
             self.inbox.reload_model("SIGHUP")  # carried out at the next tick
             return
@@ -106,7 +123,7 @@ class Service:
         if self._signals > 1:  # a second Ctrl-C: the user does not want to wait
             os.write(2, b"edged: forced exit\n")
             os._exit(128 + signum)
-        self.inbox.request_stop(signal.Signals(signum).name)
+        self.inbox.request_stop(signal.Signals(signum).name, at=at)
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
@@ -115,6 +132,8 @@ class Service:
             return
         sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         old = {s: signal.signal(s, self._on_signal) for s in sigs}
+        for signum, at in early.take():  # arrived while starting: meant all the same
+            self._honour(signum, at)
         try:
             yield
         finally:
@@ -334,23 +353,29 @@ class Service:
     def run(self) -> int:
         """Start everything, loop until stopped, shut down; returns the exit status."""
         with self._signal_handlers():
-            self._start()
             try:
-                self._loop()
+                if self._start():
+                    self._loop()
             finally:
                 self._shutdown()
         log.info("stopped (%s)", self.inbox.stop_reason or "done")
         return int(self.inbox.exit_status)
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
+        """Load the model, start outputs and workers; False (nothing more started) when a
+        stop was requested meanwhile: a SIGTERM while starting never goes online."""
         self._on_frame = [(out, out.on_frame) for out in self.outputs]
         self._on_image = [o for o in self.outputs if isinstance(o, ImageOutput) and o.wants_images]
         self._live = [o for o in self.outputs if isinstance(o, LiveOutput)]
         self._stats_sources = [o for o in self.outputs if isinstance(o, StatsSource)]
         self._wait_budget = 0.5 / self.loop.fps
+        if self.inbox.stopping:
+            return False
         self.model = _redacted(self.store.load_now())
-        self.inbox.clear()  # load_now's own change report: sent below, once
+        self.inbox.drop_model_news()  # load_now's own report: sent below, once
         self.expression.set_model(self.model.version)
+        if self.inbox.stopping:  # came during the load
+            return False
         for out in self.outputs:
             try:
                 out.start(self.inbox)
@@ -361,6 +386,7 @@ class Service:
         self._each_output("on_state", self.expression.current(self._clock(), self._wall()))
         self.store.start()
         self.grabber.start()
+        return True
 
     def _loop(self) -> None:
         fps, duration = self.loop.fps, self.loop.duration
@@ -420,17 +446,55 @@ class Service:
             self._next_stats = self._clock() + self.loop.stats_interval
 
     def _shutdown(self) -> None:
-        """Stop grabbing, final stats, outputs offline. Quick: systemd gives us seconds."""
+        """Stop grabbing, final stats, outputs offline; exit on time whatever is stuck.
+
+        Every part is asked first (outputs stop in parallel, each on a helper thread, so
+        one that ignores time, such as a publisher waiting on a frozen broker, holds up
+        nobody), then all are waited for against one deadline: `SHUTDOWN_BUDGET` from the
+        stop request. What is still running then is left to end with the process (daemon
+        threads) and named in one warning.
+        """
+        now = time.monotonic()
+        asked = self.inbox.stop_at if self.inbox.stop_at is not None else now
+        deadline = Deadline(max(asked + SHUTDOWN_BUDGET, now + SHUTDOWN_FLOOR))
         self.notifier.stopping()
-        self.grabber.stop(timeout=1.0)
-        self.store.stop(timeout=0.5)
+        self.grabber.request_stop()
+        self.store.request_stop()
         self._drain_inbox()
         if self.stats is not None and self._ticker is not None:
             self._emit_stats(self._ticker)
-        for out in self.outputs:
-            try:
-                out.stop()
-            except Exception:
-                log.exception("output %s failed to stop cleanly", type(out).__name__)
+        stopping = [(out, _stop_on_a_thread(out)) for out in self.outputs]
+        late = []
+        if not self.grabber.join(deadline.remaining()):
+            late.append("camera grabber (a read blocked in the driver)")
+        if not self.store.join(deadline.remaining()):
+            late.append("model loader (a load under way)")
+        for out, thread in stopping:
+            thread.join(deadline.remaining())
+            if thread.is_alive():
+                late.append(f"output {type(out).__name__}")
+        if late:
+            log.warning(
+                "did not stop in time (%g s after the stop request), left to end with the "
+                "process: %s",
+                SHUTDOWN_BUDGET,
+                "; ".join(late),
+            )
         self.notifier.close()
         self.inbox.close()
+
+
+def _stop_on_a_thread(out: Output) -> threading.Thread:
+    """``out.stop()`` on a daemon thread of its own, started now: the caller waits for it
+    only as long as the shutdown's deadline allows."""
+
+    def stop() -> None:
+        try:
+            out.stop()
+        except Exception:
+            log.exception("output %s failed to stop cleanly", type(out).__name__)
+
+    name = f"edged-stop-{type(out).__name__}"
+    thread = threading.Thread(target=stop, name=name, daemon=True)
+    thread.start()
+    return thread

@@ -21,6 +21,19 @@ log = logging.getLogger(__name__)
 FatalHandler = Callable[[str], None]
 
 
+class Deadline:
+    """One moment that every wait of a shutdown shares: each join or stop gets what is
+    left, so stuck parts cannot add up past the promise (SIGTERM → exit within 2 s)."""
+
+    def __init__(self, at: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.at = at
+        self._clock = clock
+
+    def remaining(self) -> float:
+        """Seconds left, never negative."""
+        return max(0.0, self.at - self._clock())
+
+
 def describe(e: Exception) -> str:
     """``Type: first line of the message``: fits the one-line reason and log lines."""
     text = str(e).strip().splitlines()
