@@ -20,6 +20,17 @@ log = logging.getLogger(__name__)
 # Called with a one-line reason; the daemon then stops with a non-zero exit status.
 FatalHandler = Callable[[str], None]
 
+# Every long-running thread the daemon runs, by its `Worker` name. tests/test_supervised.py
+# injects a failure into each and checks this list against the ``Worker(`` calls in the
+# code: a new worker is added here, and so cannot go untested.
+WORKERS = {
+    "edged-capture": "camera grabber",
+    "edged-model": "model loader (model file and enrolled faces)",
+    "edged-mqtt": "MQTT network loop (paho)",
+    "edged-web": "web page server",
+    "edged-web-encode": "live view encoder",
+}
+
 
 class Deadline:
     """One moment that every wait of a shutdown shares: each join or stop gets what is
