@@ -866,3 +866,30 @@ def test_a_worker_that_keeps_failing_stops_the_daemon_with_a_failure_status_for_
     assert rec.stopped, "outputs were shut down cleanly (offline published)"
     assert "edged-capture" in inbox.stop_reason
     assert any("giving up" in r.getMessage() for r in caplog.records)
+
+
+class Clashing(Recorder):
+    """An output that, after a few frames, has something STATUS= must show (as the MQTT
+    publisher does when another edged owns its topics)."""
+
+    def status_note(self) -> str | None:
+        return "MQTT silent: another edged uses this device_id" if len(self.frames) > 3 else None
+
+
+@pytest.mark.slow
+def test_an_outputs_status_note_reaches_systemds_status_line_when_it_appears(
+    face_video, sample_model, clean_env
+):
+    from edged.daemon.notify import Notifier
+
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    settings = looping_clip_settings(clip, sample_model, fps=10, duration=3.0)
+    sent: list[str] = []
+    notifier = Notifier(environ={"NOTIFY_SOCKET": "unused"}, send=sent.append)
+    assert build_service(settings, [Clashing()], notifier=notifier).run() == 0
+    statuses = [m for m in sent if m.startswith(("STATUS=", "READY=1"))]
+    noted = [m for m in statuses if "MQTT silent: another edged uses this device_id" in m]
+    assert noted, statuses
+    # Before the note appeared, STATUS= did not show it; with it, the frame rate stays last.
+    assert "MQTT silent" not in statuses[0]
+    assert noted[-1].rstrip().endswith(" fps"), noted

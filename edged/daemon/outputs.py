@@ -169,6 +169,15 @@ class StatsSource(Protocol):
 
 
 @runtime_checkable
+class StatusSource(Protocol):
+    """An output with something systemd's STATUS= line must show (the broker's twin
+    clash: this daemon publishes nothing). The daemon asks once a second, on the loop
+    thread, and sends STATUS= when a note changed; must be quick and must not block."""
+
+    def status_note(self) -> str | None: ...
+
+
+@runtime_checkable
 class LiveOutput(Protocol):
     """An output that shows the stats live (the web page): the daemon hands it a fresh
     stats dict about once a second, besides the periodic ``on_stats`` report."""

@@ -33,7 +33,7 @@ import numpy as np
 
 from edged.daemon import early
 from edged.daemon.inbox import CameraNews, DetectCommand, Inbox, ModelNews, ReloadCommand
-from edged.daemon.outputs import ImageOutput, LiveOutput, StatsSource
+from edged.daemon.outputs import ImageOutput, LiveOutput, StatsSource, StatusSource
 from edged.daemon.stats import Mark, Stats
 from edged.daemon.ticker import Ticker
 from edged.daemon.workers import Deadline
@@ -105,6 +105,8 @@ class Service:
         self._live: list[LiveOutput] = []
         self._live_mark: Mark | None = None
         self._stats_sources: list[StatsSource] = []
+        self._status_sources: list[StatusSource] = []
+        self._notes: tuple[str, ...] = ()  # the outputs' STATUS= notes, sampled once a second
         self._wait_budget = 0.0
         self._ready = False  # READY=1 sent
         self._next_stats = 0.0
@@ -219,11 +221,12 @@ class Service:
             mod = f"model {m.version}" + (f" ({m.error})" if m.error else "")
         if not self.expression.detect:
             mod += ", detection paused"
+        notes = "".join(f"; {note}" for note in self._notes)
         fps = ""
         rate = self.stats.recent.value if self.stats is not None else None
         if with_fps and rate is not None:  # frames per second over the last few seconds
             fps = f", {rate:.1f} fps"
-        return f"{cam}, {mod}{fps}"
+        return f"{cam}, {mod}{notes}{fps}"
 
     def _stats_dict(self, ticker: Ticker, mark: Mark | None = None) -> dict[str, object]:
         """The stats every output gets: the loop's, the camera's, the model's (their texts
@@ -368,6 +371,7 @@ class Service:
         self._on_image = [o for o in self.outputs if isinstance(o, ImageOutput) and o.wants_images]
         self._live = [o for o in self.outputs if isinstance(o, LiveOutput)]
         self._stats_sources = [o for o in self.outputs if isinstance(o, StatsSource)]
+        self._status_sources = [o for o in self.outputs if isinstance(o, StatusSource)]
         self._wait_budget = 0.5 / self.loop.fps
         if self.inbox.stopping:
             return False
@@ -434,6 +438,7 @@ class Service:
         now = self._clock()
         if stats.recent.due(now):
             changed = stats.recent.sample(now, stats.frames) or changed
+            changed = self._sample_notes() or changed
             self._emit_live_stats(ticker)
         if not self._ready:
             self._ready = True
@@ -444,6 +449,12 @@ class Service:
         if now >= self._next_stats:
             self._emit_stats(ticker)
             self._next_stats = self._clock() + self.loop.stats_interval
+
+    def _sample_notes(self) -> bool:
+        """The outputs' STATUS= notes now; True when they changed."""
+        notes = tuple(n for n in (o.status_note() for o in self._status_sources) if n)
+        changed, self._notes = notes != self._notes, notes
+        return changed
 
     def _shutdown(self) -> None:
         """Stop grabbing, final stats, outputs offline; exit on time whatever is stuck.
