@@ -5,9 +5,11 @@ answers, and a twin's stats. Real Mosquitto (or a TCP listener that is no broker
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
@@ -189,3 +191,40 @@ def test_a_twin_publisher_is_silent_and_shows_the_clash_in_stats_and_status(
     owner.on_state(report("happy"))  # ...and a later message of the owner's is the sentinel
     c.wait_for(owner.topics.state, lambda m: js(m)["expression"] == "happy")
     assert [js(m)["expression"] for m in c.on(owner.topics.state)] == ["happy"]
+
+
+def test_a_stopping_owner_never_answers_a_claim_so_the_twin_can_take_over(
+    broker, collector, make_pub, settings_for
+):
+    # Under load a twin's claim (sent when it hears "offline") can reach the owner between
+    # its "offline" and its disconnect: an answer then would keep the twin silent forever.
+    s = settings_for(broker)
+    owner = make_pub(s)
+    assert connected(owner)
+    c = collector(broker, f"{owner.topics.base}/#")
+    host = {"hostname": broker.host, "port": broker.port, "qos": 1}
+
+    def claim(client: str) -> str:
+        return json.dumps(
+            {"role": "claim", "client": client, "instance": client[-8:], "since": time.time()}
+        )
+
+    real_disconnect = owner.client.disconnect
+
+    def disconnect_after_a_claim(*args: object, **kwargs: object) -> object:
+        mqtt_publish.single(owner.topics.owner, claim("edged-twin0001"), **host)
+        # A garbage command after the claim: paho hands messages over in order, so once it
+        # is counted the claim has been heard.
+        mqtt_publish.single(owner.topics.detect_set, "garbage", **host)
+        assert wait_until(lambda: owner.stats_fields()["mqtt_ignored_commands"] >= 1, 10)
+        return real_disconnect(*args, **kwargs)
+
+    owner.client.disconnect = disconnect_after_a_claim  # type: ignore[method-assign]
+    owner.stop()
+    # The broker had any answer before the owner's DISCONNECT; this claim comes after both.
+    mqtt_publish.single(owner.topics.owner, claim("edged-sentinel"), **host)
+    c.wait_for(owner.topics.owner, lambda m: b"edged-sentinel" in m.payload)
+    roles = [json.loads(m.payload)["role"] for m in c.on(owner.topics.owner)]
+    heard = [json.loads(m.payload)["client"] for m in c.on(owner.topics.owner)]
+    after_claim = roles[heard.index("edged-twin0001") + 1 :]
+    assert "owner" not in after_claim, list(zip(heard, roles, strict=True))

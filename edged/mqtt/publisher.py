@@ -451,6 +451,12 @@ class MqttPublisher:
         peer = parse_peer(payload)
         if peer is None:
             return
+        with self._lock:
+            stopping = self._stopping
+        if stopping:
+            # Going offline: a twin that heard our "offline" and claims must not hear
+            # "owner" from us in the moment before we disconnect, or it stays silent.
+            return
         was = self.claim.role
         action = self.claim.hear(peer)
         if action is Action.ANSWER:
