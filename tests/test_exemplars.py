@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -361,3 +362,38 @@ def test_a_model_with_faces_written_by_root_into_the_services_folder_is_the_serv
     assert os.stat(mine).st_uid == 0
     plain = attached(base, [], service / "plain.yml")
     assert (os.stat(plain).st_uid, os.stat(plain).st_mode & 0o777) == (0, 0o644)
+
+
+def test_making_a_model_with_exemplars_never_disturbs_the_model_classifying_frames(
+    base: ExpressionModel, sample_faces: list[tuple[int, Path, Gray]]
+) -> None:
+    # The daemon makes the model with a store's exemplars on its loader thread from the
+    # model the frame loop is classifying with: the two must not share per-face buffers.
+    faces = [f for _, _, f in sample_faces]
+    expected = [(p.label, p.confidence, p.distance) for p in map(base.predict_face, faces)]
+    crops, _ = consistent_person(sample_faces)
+    alone = compose(base, Exemplars(tuple(crops)))
+    wanted = [(p.label, p.confidence) for p in map(alone.predict_face, faces)]
+    stop, seen, errors = threading.Event(), [], []
+
+    def classify() -> None:
+        try:
+            while not stop.is_set():
+                for i, f in enumerate(faces):
+                    p = base.predict_face(f)
+                    seen.append((i, (p.label, p.confidence, p.distance)))
+        except Exception as e:  # the test's own thread: report, never die silently
+            errors.append(e)
+
+    loop = threading.Thread(target=classify, daemon=True)
+    loop.start()
+    try:
+        made = [compose(base, Exemplars(tuple(crops))) for _ in range(3)]
+    finally:
+        stop.set()
+        loop.join(10)
+    assert errors == []
+    assert len(seen) > len(faces)
+    assert [got for i, got in seen if got != expected[i]] == []
+    for m in made:
+        assert [(p.label, p.confidence) for p in map(m.predict_face, faces)] == wanted

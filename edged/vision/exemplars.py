@@ -350,7 +350,8 @@ def compose(
     generic = base.generic_histograms()
     labels = base.generic_labels()
     ids = base.class_ids
-    enrolled = enroll(exemplars.crops, ids.tolist(), params, gate, base.generic_logits)
+    # A twin: ``base`` may be classifying frames on another thread with its own buffers.
+    enrolled = enroll(exemplars.crops, ids.tolist(), params, gate, base.twin().generic_logits)
     recognizer = recognizer_from(
         [*generic, *enrolled.means], [*labels, *(int(ids[c]) for c in enrolled.column)], params
     )

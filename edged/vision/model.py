@@ -269,6 +269,15 @@ class ExpressionModel:
         z *= -1.0 / self.meta.temperature
         return z
 
+    def twin(self) -> ExpressionModel:
+        """The same model with buffers of its own. A model's per-face buffers (collector,
+        distances, scores) belong to the thread that classifies with it; work on another
+        thread (making a model with exemplars while the frame loop classifies) uses a
+        twin. The recognizer is shared: LBPH's predict only reads it."""
+        return ExpressionModel(
+            self.recognizer, self.classes, self.meta, self.version, self.source, self.enrolled
+        )
+
     def generic_logits(self, face: Gray) -> Distances:
         """The generic model's class scores for a prepared face (a copy): exemplar weights
         are chosen against them (`exemplars.enroll`)."""
