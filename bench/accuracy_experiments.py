@@ -51,6 +51,7 @@ from edged.training.evaluate import (
     cross_validate,
     format_report,
 )
+from edged.vision import histograms
 from edged.vision.detector import (
     IMAGE_DETECTOR,
     Box,
@@ -264,7 +265,7 @@ class Cache:
             faces = self.faces(det, pre, align)
             if mirror:
                 faces = np.ascontiguousarray(faces[:, :, ::-1])
-            return fitting.lbph_histograms(list(faces), lbph)
+            return histograms.lbph_histograms(list(faces), lbph)
 
         extra = ("aligned",) if align else ()
         return self._load("hists", (det, pre, lbph, mirror, *extra), make)

@@ -39,6 +39,7 @@ from bench import layouts
 from edged.enrollment.store import EnrollmentStore
 from edged.training import fitting, trainer
 from edged.training.datasets import load_dataset
+from edged.vision import histograms
 from edged.vision.detector import Gray
 from edged.vision.exemplars import CAP, Crop, Exemplars, compose, gate_table
 from edged.vision.model import ExpressionModel
@@ -73,9 +74,9 @@ class Data:
         prints = np.array(faces.prints, np.float32)[keep]
         self.prints = prints / np.maximum(np.linalg.norm(prints, axis=1, keepdims=True), 1e-9)
         t = time.monotonic()
-        self.h = fitting.lbph_histograms(self.faces, cfg.lbph)
+        self.h = histograms.lbph_histograms(self.faces, cfg.lbph)
         mirrored = [np.ascontiguousarray(f[:, ::-1]) for f in self.faces]
-        self.m = fitting.lbph_histograms(mirrored, cfg.lbph)
+        self.m = histograms.lbph_histograms(mirrored, cfg.lbph)
         note(f"{len(self.faces)} faces, histograms in {time.monotonic() - t:.0f} s")
         self.key = hashlib.sha256(self.h.tobytes()).hexdigest()[:12]
 

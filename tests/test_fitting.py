@@ -13,6 +13,7 @@ from conftest import CLASSES, sample_images
 from edged.errors import ModelError
 from edged.training import fitting
 from edged.training.datasets import person_folds
+from edged.vision import histograms
 from edged.vision.detector import IMAGE_DETECTOR, FaceDetector
 from edged.vision.model import LBPHParams
 from edged.vision.model_file import load_model, model_bytes, write_model
@@ -50,7 +51,7 @@ def test_chi_square_matches_the_distances_lbph_itself_computes(sample_faces):
     collector = cv2.face.StandardCollector_create()
     recognizer.predict_collect(faces[20], collector)
     lbph = np.array([d for _, d in collector.getResults(False)])
-    ours = fitting.chi_square(fitting.lbph_histograms([faces[20]], params), refs)[0]
+    ours = histograms.chi_square(histograms.lbph_histograms([faces[20]], params), refs)[0]
     np.testing.assert_allclose(ours, lbph, rtol=1e-5)
 
 
@@ -74,15 +75,15 @@ def test_a_region_prototype_is_zero_outside_its_band_and_lbph_adds_2_per_empty_c
     fitted = fitting.fit(faces, labels, dict(enumerate(CLASSES)), groups=people)
     params = fitted.params
     cells = params.grid_x * params.grid_y
-    q = fitting.lbph_histograms([faces[3]], params)[0]
+    q = histograms.lbph_histograms([faces[3]], params)[0]
     for proto in fitted.histograms[:4]:
         per_cell = proto.reshape(cells, -1)
         empty = per_cell.sum(1) == 0
         assert empty.sum() == cells - 2 * params.grid_x  # a band of 2 cell rows is kept
-        inside = fitting.chi_square(
+        inside = histograms.chi_square(
             q.reshape(cells, -1)[~empty].reshape(1, -1), per_cell[~empty].reshape(1, -1)
         )
-        full = fitting.chi_square(q.reshape(1, -1), proto.reshape(1, -1))
+        full = histograms.chi_square(q.reshape(1, -1), proto.reshape(1, -1))
         assert full[0, 0] == pytest.approx(inside[0, 0] + 2 * empty.sum(), rel=1e-5)
 
 
@@ -176,8 +177,8 @@ def test_repeating_one_class_three_times_leaves_prototypes_and_scorer_unchanged(
     # Class counts must not steer the model: three copies of every face of one class (in
     # memory, same people) give the same prototypes, the same scorer and calibration.
     faces, labels, people = sample_faces
-    hists = fitting.lbph_histograms(faces, LBPHParams())
-    mirrored = fitting.lbph_histograms(
+    hists = histograms.lbph_histograms(faces, LBPHParams())
+    mirrored = histograms.lbph_histograms(
         [np.ascontiguousarray(f[:, ::-1]) for f in faces], LBPHParams()
     )
     classes = dict(enumerate(CLASSES))
@@ -234,7 +235,9 @@ def test_a_face_gets_the_same_features_at_fit_time_and_from_the_loaded_model(
         train_face = fitting.extract_face(p, detector, Preprocessor(fitted.meta.preprocess))
         assert train_face is not None
         assert np.array_equal(model.preprocessor(gray, box), train_face)
-        at_fit = fitting.chi_square(fitting.lbph_histograms([train_face], fitted.params), stored)
+        at_fit = histograms.chi_square(
+            histograms.lbph_histograms([train_face], fitted.params), stored
+        )
         loaded = model.class_distances(train_face)  # fills the model's distance buffer
         np.testing.assert_allclose(model._dist, at_fit[0], rtol=1e-6)
         scores = at_fit[0] @ w + b

@@ -40,6 +40,7 @@ from edged.images import DEFAULT_MAX_PIXELS, ImageUnreadable, read_image
 from edged.training.datasets import person_folds
 from edged.vision.detector import FaceDetector, Gray, to_gray
 from edged.vision.exemplars import CAP, Crop, Exemplars, capped, gate_for, gate_table
+from edged.vision.histograms import chi_square, lbph_histograms
 from edged.vision.model import ExpressionModel, LBPHParams, ModelMeta
 from edged.vision.model_file import load_model, write_model
 from edged.vision.pipeline import largest_face
@@ -100,35 +101,6 @@ class FittedModel:
     classes: dict[int, str]
     params: LBPHParams
     meta: ModelMeta
-
-
-def lbph_histograms(
-    faces: Sequence[Gray], params: LBPHParams, out: Histograms | None = None
-) -> Histograms:
-    """LBPH's own spatial histograms of ``faces`` (one row each), computed by OpenCV a
-    block of faces at a time into one array (``out`` if given): OpenCV's list of
-    histograms, a stacked copy and a float copy of 2,000 faces were ~400 MB at once."""
-    if out is None:
-        out = np.empty((len(faces), params.histogram_size), np.float32)
-    for i in range(0, len(faces), _BLOCK):
-        block = list(faces[i : i + _BLOCK])
-        recognizer = params.create()
-        recognizer.train(block, np.zeros(len(block), np.int32))
-        for j, h in enumerate(recognizer.getHistograms()):
-            out[i + j] = h.reshape(-1)
-    return out
-
-
-def chi_square(queries: Histograms, refs: Histograms) -> Floats:
-    """OpenCV's HISTCMP_CHISQR_ALT (what LBPH predicts with): 2 sum (a-b)^2/(a+b)."""
-    out = np.empty((len(queries), len(refs)), np.float64)
-    for j, r in enumerate(refs):
-        s = queries + r
-        d = queries - r
-        np.divide(d * d, s, out=d, where=s > 0)
-        d[s <= 0] = 0.0
-        out[:, j] = 2.0 * d.sum(1, dtype=np.float64)
-    return out
 
 
 def region_masks(params: LBPHParams, band: int) -> Masks:

@@ -36,6 +36,7 @@ import numpy.typing as npt
 from edged.enrollment.names import person_problem
 from edged.errors import ModelError
 from edged.vision.detector import Gray
+from edged.vision.histograms import chi_square, lbph_histograms
 from edged.vision.model import LBPHParams, recognizer_from
 from edged.vision.preprocess import PreprocessConfig
 
@@ -107,28 +108,9 @@ def capped(crops: Iterable[Crop], cap: int = CAP) -> tuple[Crop, ...]:
     return tuple(reversed(keep))
 
 
-def face_histograms(faces: Sequence[Gray], params: LBPHParams) -> Histograms:
-    """LBPH's own histograms of the faces, one row each."""
-    recognizer = params.create()
-    recognizer.train(list(faces), np.zeros(len(faces), np.int32))
-    return np.array([h.reshape(-1) for h in recognizer.getHistograms()], np.float32)
-
-
 def root_mean(hists: Histograms) -> Histograms:
     """The mean in square-root space (where chi-square behaves like a Euclidean distance)."""
     out: Histograms = (np.sqrt(hists.astype(np.float64)).mean(0) ** 2).astype(np.float32)
-    return out
-
-
-def chi_square(queries: Histograms, refs: Histograms) -> Floats:
-    """OpenCV's HISTCMP_CHISQR_ALT, what LBPH predicts with: 2 sum (a-b)^2/(a+b)."""
-    out = np.empty((len(queries), len(refs)), np.float64)
-    for j, r in enumerate(refs):
-        s = queries + r
-        d = queries - r
-        np.divide(d * d, s, out=d, where=s > 0)
-        d[s <= 0] = 0.0
-        out[:, j] = 2.0 * d.sum(1, dtype=np.float64)
     return out
 
 
@@ -236,7 +218,7 @@ def enroll(
     unknown = sorted({c.class_id for c in crops} - set(column_of))
     if unknown:
         raise ModelError(f"exemplar crops of class ids {unknown}, which the model does not have")
-    hists = face_histograms([c.face for c in crops], params)
+    hists = lbph_histograms([c.face for c in crops], params)
     persons = tuple(sorted({c.person for c in crops}))
     means: list[Histograms] = []
     tau: list[float] = []
