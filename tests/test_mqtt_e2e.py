@@ -8,6 +8,7 @@ sentinel (`Collector.sync`), never after a sleep. Every daemon has a device id o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,6 +68,7 @@ class Daemon:
         self.config.write_text("\n".join(lines) + "\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGED_")}
         env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT prints every thread's stack (see wait)
         env["EDGED_HTTP__PORT"] = "0"  # the page on a free port: two daemons may run at once
         self.log = tmp / f"{device}.log"
         self._log = self.log.open("w")
@@ -86,6 +88,9 @@ class Daemon:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # a hang: faulthandler shows where
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
             raise AssertionError(f"daemon still running\n{self.stderr()}") from None
 
     def close(self) -> None:

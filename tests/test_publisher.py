@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 
 import cv2
@@ -517,6 +518,40 @@ def test_tls_with_client_certificate_connects_and_verifies(
     pub = make_pub(s)
     assert connected(pub), pub.problem
     c.wait_for(pub.topics.availability, lambda m: m.text == "online")
+
+
+@pytest.mark.broker
+def test_every_byte_goes_out_on_the_network_thread_never_on_the_callers(
+    tls_broker, collector, make_pub, settings_for
+):
+    """The frame loop publishes; paho must only queue it. Writing on the caller's thread
+    while the network thread reads broke the TLS stream, and the failed write ran
+    on_disconnect on the frame loop's thread, which deadlocked with the network thread."""
+    b, f = tls_broker
+    tls = {"ca_file": str(f.ca), "certfile": str(f.client_cert), "keyfile": str(f.client_key)}
+    s = settings_for(b, mqtt=tls)
+    c = collector(
+        b, f"edged/{s.mqtt.device_id}/#", tls_ca=f.ca, tls_cert=f.client_cert, tls_key=f.client_key
+    )
+    pub = make_pub(s, start=False)
+    writers: set[str] = set()
+    send = pub.client._sock_send  # a probe on paho's one write path, not a fake
+
+    def recording_send(buf: bytes) -> int:
+        writers.add(threading.current_thread().name)
+        return send(buf)
+
+    pub.client._sock_send = recording_send  # type: ignore[method-assign]
+    pub.start(RecordingCommands())
+    pub.on_model(MODEL)
+    assert connected(pub), pub.problem
+    for i in range(40):  # as the frame loop does, from this (the test's) thread
+        pub.on_state(report(confidence=i / 40))
+        pub.on_event(event("none", "happy"))
+        pub.on_frame(frame(), WALL)
+    flush(pub, c)
+    assert len(c.on(pub.topics.event)) == 40 and pub.dropped == 0
+    assert writers == {"edged-mqtt"}
 
 
 # paho leaves the socket of a failed TLS handshake to the garbage collector.

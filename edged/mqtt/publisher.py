@@ -134,6 +134,7 @@ class MqttPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_socket_open = self._on_socket_open
+        client.on_socket_register_write = _network_thread_writes
         if self.discovery is not None:
             self._discovery_msgs = discovery_messages(
                 self.discovery, self._classes, self.wants_images
@@ -214,8 +215,9 @@ class MqttPublisher:
         msgs = discovery_messages(self.discovery, classes, self.wants_images)
         with self._lock:
             self._discovery_msgs = msgs
-            if self._connected:
-                self._send_all(msgs, retain=True)
+            connected = self._connected
+        if connected:
+            self._send_all(msgs, retain=True)
 
     def stats_fields(self) -> dict[str, object]:
         """The broker's part of every stats report (`StatsSource`): every output shows it.
@@ -279,23 +281,31 @@ class MqttPublisher:
 
     # -- publishing --------------------------------------------------------------------
 
+    # The daemon's thread calls paho only outside ``_lock``: paho's network thread holds
+    # paho's own locks while it runs our callbacks, which take ``_lock``, so holding
+    # ``_lock`` into paho could deadlock the two threads. `_on_connect` announces under
+    # ``_lock``, after the newest values were stored: a value stored while disconnected
+    # goes out with the announcement, one stored while connected goes out here.
+
     def _publish_retained(self, topic: str, payload: bytes) -> None:
         """Remember as the newest value; send now if connected, else on reconnect."""
         with self._lock:
             self._latest[topic] = payload
-            if self._connected:
-                self._send(topic, payload, self._qos, retain=True)
+            connected = self._connected
+        if connected:
+            self._send(topic, payload, self._qos, retain=True)
 
     def _publish_volatile(self, topic: str, payload: bytes, qos: int) -> None:
         """Now or never: not retained, not kept for later."""
         with self._lock:
-            if self._connected:
-                self._send(topic, payload, qos, retain=False)
-            else:
-                self.dropped += 1
+            connected = self._connected
+        if connected:
+            self._send(topic, payload, qos, retain=False)
+        else:
+            self.dropped += 1
 
     def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        """Hand one message to paho (lock held); a refusal (its queue is full) is counted."""
+        """Hand one message to paho; a refusal (its queue is full) is counted."""
         if self.client.publish(topic, payload, qos=qos, retain=retain).rc != mqtt.MQTT_ERR_SUCCESS:
             self.dropped += 1
 
@@ -555,3 +565,17 @@ class MqttPublisher:
     def problem(self) -> str | None:
         """The current connection problem, if any (for stats and tests)."""
         return self._problem
+
+
+def _network_thread_writes(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
+    """paho's hook for an outside event loop; ours is the network thread, already woken
+    by paho when something is queued, so there is nothing to do here.
+
+    Being set is what matters. paho writes a publish on the *caller's* thread whenever no
+    loop thread of its own runs (and `_network_loop` runs `loop_forever` on our
+    supervised thread instead of `loop_start`): the frame loop then wrote on the socket
+    while the network thread read from it, which a TLS socket does not survive, and a
+    failed write ran on_disconnect on the frame loop's thread, where it deadlocked with
+    the network thread (CI, test_tls_broker_with_client_certificate). With the hook set,
+    `publish` only queues, from any thread, and every byte goes out on the network thread.
+    """
