@@ -138,6 +138,8 @@ def _paint_out(img: Gray, exclude: Sequence[Box], scale: float, sx0: int, sy0: i
         y0 = max(0, round((b.y - m) * scale) - sy0)
         x1 = round((b.x + b.w + m) * scale) - sx0
         y1 = round((b.y + b.h + m) * scale) - sy0
+        if x1 <= 0 or y1 <= 0:
+            continue  # left of or above this region: a negative end would slice from the right
         patch = img[y0:y1, x0:x1]
         if patch.size:
             patch.fill(int(patch.mean()))
