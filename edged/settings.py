@@ -180,6 +180,23 @@ class DetectorSettings(Section):
         description="Follow faces from frame to frame: most frames scan only near the last "
         "face (much less CPU). Off: a full scan every frame (steadiest boxes).",
     )
+    motion: bool = Field(
+        True,
+        description="Scan for new faces only where the picture changed (with track on): an "
+        "empty, still room costs almost nothing. Off: a full scan every frame while no face "
+        "is followed (the behaviour before the motion gate).",
+    )
+    full_scan_interval: float = Field(
+        5.0,
+        ge=0.2,
+        le=600,
+        description="With motion on, scan the whole frame at least this often (s), spread "
+        "over a few frames, so a face that arrived unseen (turned away, then still) is found.",
+    )
+
+    def full_scan_frames(self, fps: float) -> int:
+        """``full_scan_interval`` in frames at ``fps`` (at least one)."""
+        return max(1, round(self.full_scan_interval * fps))
 
 
 class ModelSettings(Section):

@@ -6,6 +6,7 @@ so the pixels are the same on every machine). Counts of scans, never timings.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ import numpy as np
 import pytest
 from conftest import sample_images
 
-from edged.vision.detector import DetectorConfig, FaceDetector
-from edged.vision.tracker import FaceTracker, TrackConfig
+from edged.vision.detector import Box, DetectorConfig, FaceDetector
+from edged.vision.motion import MotionGate
+from edged.vision.tracker import FaceTracker, TrackConfig, _overlap, size_bands
 
 H, W = 480, 640
 GOLDEN = Path(__file__).parent / "data" / "tracker_golden.json"
@@ -78,3 +80,168 @@ def test_with_motion_off_the_tracker_finds_exactly_what_it_found_before_the_gate
 
 if __name__ == "__main__":  # record the golden file (only with the pre-gate tracker)
     GOLDEN.write_text(json.dumps(track_all(FaceTracker(FaceDetector(DAEMON), TrackConfig()))))
+
+
+# -- with the motion gate ----------------------------------------------------------------------
+
+
+def gated(every: int = 25, parts: int = 3) -> FaceTracker:
+    cfg = TrackConfig(full_scan_every=every, full_scan_parts=parts)
+    return FaceTracker(FaceDetector(DAEMON), cfg, gate=MotionGate())
+
+
+def noisy(frame: np.ndarray, rng: np.random.Generator, sigma: float = 2.0) -> np.ndarray:
+    n = rng.normal(0, sigma, frame.shape)
+    return np.clip(frame.astype(np.float32) + n, 0, 255).astype(np.uint8)
+
+
+def counts(t: FaceTracker) -> tuple[int, int]:
+    return t.full_scans, t.region_scans
+
+
+def test_an_empty_still_room_is_scanned_only_by_the_periodic_full_scan():
+    rng = np.random.default_rng(1)
+    t = gated(every=25, parts=3)
+    bg = room()
+    scanned = []
+    for i in range(100):
+        before = (t.full_scans, t.region_scans, t._part, t._since_full)
+        assert t.detect(noisy(bg, rng)) == []
+        if (t.full_scans, t.region_scans, t._part) != before[:3] or t._since_full == 0:
+            scanned.append(i)
+    assert t.region_scans == 0
+    # The first frame (the gate learns the room) and a full scan every 25 frames, each
+    # spread over 3 frames: 4 complete ones in 100 frames, 10 frames with any scan.
+    assert t.full_scans == 4
+    assert t.motion_frames == 1 and t.motion_ratio == pytest.approx(0.01)
+
+
+def test_a_face_walking_in_is_found_as_soon_as_a_full_scan_would_find_it():
+    bg, a = room(), face(0)
+    path = [(-180 + 40 * k, 140) for k in range(12)]  # from off the left edge to x=260
+    frames = [bg] * 5 + [paste_clipped(bg, a, x, y) for x, y in path] + [paste(bg, a, 260, 140)] * 5
+    reference = FaceDetector(DAEMON)
+    first_full = next(i for i, f in enumerate(frames) if reference.detect(f))
+    t = gated(every=1000)
+    first_gated = next(i for i, f in enumerate(frames) if t.detect(f))
+    assert first_gated - first_full <= 2
+    assert t.full_scans == 1  # the first frame only: the face was found by region scans
+
+
+def paste_clipped(frame: np.ndarray, img: np.ndarray, x: int, y: int) -> np.ndarray:
+    out = frame.copy()
+    h, w = img.shape
+    x0, x1 = max(0, x), min(W, x + w)
+    if x1 > x0:
+        out[y : y + h, x0:x1] = img[:, x0 - x : x1 - x]
+    return out
+
+
+def test_a_still_face_that_arrived_unseen_is_found_by_the_interval_scan():
+    """A face that fades in slower than the gate follows the picture (it turned round
+    slowly, then stayed) is never motion; the periodic full scan finds it all the same."""
+    bg, a = room(), face(0)
+    t = gated(every=20, parts=3)
+    for _ in range(3):
+        t.detect(bg)
+    x, y, steps = 220, 140, 400
+    region = bg[y : y + 200, x : x + 200].astype(np.float32)
+    found_during = findable = None
+    reference = FaceDetector(DAEMON)
+    for k in range(1, steps + 1):  # under a level a frame: the background keeps up
+        blend = bg.copy()
+        blend[y : y + 200, x : x + 200] = np.round(region + (a - region) * k / steps)
+        if findable is None and reference.detect(blend):
+            findable = k
+        if t.detect(blend) and found_during is None:
+            found_during, regions_then = k, t.region_scans
+    assert t.motion_frames == 1, "the fade-in was seen as motion: the test shows nothing"
+    assert found_during is not None and findable is not None
+    assert found_during - findable <= 20 + 3  # within one interval and its parts
+    assert regions_then == 0  # found by a full scan, not a region scan
+    still = paste(bg, a, x, y)
+    assert all(t.detect(still) for _ in range(25))  # and followed from then on
+
+
+def test_switching_the_lights_on_and_off_costs_one_full_scan_each_not_a_storm():
+    rng = np.random.default_rng(5)
+    t = gated(every=1000)
+    bg = room()
+    bright = cv2.convertScaleAbs(bg, alpha=1.6, beta=40)
+    for _ in range(5):
+        t.detect(noisy(bg, rng))
+    assert counts(t) == (1, 0)
+    for _ in range(3):  # lights on, on for a while, off, off for a while
+        for _ in range(6):
+            t.detect(noisy(bright, rng))
+        for _ in range(6):
+            t.detect(noisy(bg, rng))
+    assert counts(t) == (1 + 6, 0)
+
+
+def test_a_followed_face_and_a_newcomer_elsewhere_need_region_scans_only():
+    bg, a, b = room(), face(0), face(1, 150)
+    t = gated(every=1000)
+    one = paste(bg, a, 60, 100)
+    for _ in range(4):
+        assert len(t.detect(one)) == 1
+    full = t.full_scans
+    both = paste(one, b, 420, 200)
+    seen = [len(t.detect(both)) for _ in range(3)]
+    assert seen[-1] == 2 and seen[0] == 2
+    assert t.full_scans == full
+
+
+def test_a_face_lost_for_a_frame_gets_one_wider_look_not_a_full_scan():
+    bg, a = room(), face(0)
+    t = gated(every=1000)
+    for _ in range(3):
+        t.detect(paste(bg, a, 200, 120))
+    full, regions = counts(t)
+    moved = paste(bg, a, 290, 150)  # beyond the usual search region, inside the wider one
+    assert len(t.detect(moved)) == 1
+    assert t.full_scans == full and t.region_scans > regions
+
+
+def test_the_size_bands_of_a_split_full_scan_cover_every_face_size_once():
+    det = FaceDetector(DAEMON)
+    scan = det.prepare(room())
+    for parts in (1, 2, 3, 5):
+        bands = size_bands(scan, DAEMON.min_size, DAEMON.scale_factor, parts)
+        assert len(bands) == parts
+        assert bands[0][0] == 0 and bands[-1][1] == 0
+        for (lo, hi), (nlo, _) in itertools.pairwise(bands):
+            assert lo <= hi and nlo == hi + 1
+
+
+def test_a_full_scan_split_in_parts_finds_the_faces_a_whole_one_finds():
+    bg = room()
+    frames = [paste(paste(bg, face(0, s1), 40, 60), face(1, s2), 380, 160)
+              for s1, s2 in [(200, 100), (260, 60), (120, 180), (300, 140)]]  # fmt: skip
+    det = FaceDetector(DAEMON)
+    for f in frames:
+        whole = det.detect(f)
+        t = gated(every=1, parts=3)
+        t.detect(bg)  # the gate learns the empty room; the faces are never "motion" below
+        t.gate = None  # ...and from here on only the split full scan looks
+        t._boxes = []
+        parts = []
+        for _ in range(3):
+            parts.extend(t._full_part(det.prepare(f), parts))
+        assert len(parts) == len(whole) == 2
+        for w in whole:  # the same faces (a box may differ by a pixel or two)
+            assert any(_overlap(w, p) > 0.8 for p in parts), (w, parts)
+
+
+def test_a_known_face_left_of_or_above_a_region_does_not_blank_the_region():
+    """Painting out a known face used its end as a slice bound; left of or above the
+    region that end was negative, and a negative bound slices from the far side: the
+    newcomer inside the region was painted over and never found."""
+    bg, a, b = room(), face(0), face(1, 150)
+    frame = paste(paste(bg, a, 60, 100), b, 420, 200)
+    det = FaceDetector(DAEMON)
+    known = det.detect(paste(bg, a, 60, 100))
+    assert len(known) == 1
+    scan = det.prepare(frame)
+    region = Box(364, 144, 264, 264)
+    assert len(det.scan(scan, region, exclude=known)) == 1

@@ -1041,6 +1041,8 @@ COUNTERS = {  # metric -> stats key
     "edged_idle_ticks_total": "idle_ticks",
     "edged_skipped_ticks_total": "skipped_ticks",
     "edged_mqtt_dropped_messages_total": "mqtt_dropped",
+    "edged_full_scans_total": "full_scans",
+    "edged_region_scans_total": "region_scans",
 }
 
 
@@ -1054,12 +1056,13 @@ def test_metrics_has_the_documented_families_and_agrees_with_api_stats(quiet_pag
     kinds = {name: f.type for name, f in m2.items()}
     for name in ["edged_frames", "edged_ticks", "edged_idle_ticks", "edged_skipped_ticks",
                  "edged_model_reloads", "edged_model_reload_failures",
-                 "edged_mqtt_dropped_messages", "process_cpu_seconds"]:  # fmt: skip
+                 "edged_mqtt_dropped_messages", "edged_full_scans", "edged_region_scans",
+                 "process_cpu_seconds"]:  # fmt: skip
         assert kinds.get(name) == "counter", (name, kinds.get(name))
     for name in ["edged_frame_latency_seconds", "edged_detect_seconds", "edged_classify_seconds"]:
         assert kinds.get(name) == "summary", (name, kinds.get(name))
     for name in ["edged_frames_per_second", "edged_faces", "edged_expression",
-                 "edged_camera_online", "edged_broker_connected",
+                 "edged_camera_online", "edged_broker_connected", "edged_motion_ratio",
                  "process_resident_memory_bytes"]:  # fmt: skip
         assert kinds.get(name) == "gauge", (name, kinds.get(name))
     assert kinds.get("edged_model_info") == "gauge"  # an info metric, in the text format

@@ -34,6 +34,7 @@ from edged.mqtt.client import make_client
 from edged.mqtt.publisher import MqttPublisher
 from edged.settings import HttpSettings, Settings, load_settings
 from edged.vision.detector import DetectorConfig, FaceDetector
+from edged.vision.motion import MotionGate
 from edged.vision.pipeline import Pipeline
 from edged.vision.tracker import TrackConfig
 from edged.web.app import PageApp, load_assets
@@ -267,7 +268,11 @@ def build_service(
         pipeline=Pipeline(
             FaceDetector(DetectorConfig.from_settings(d)),
             max_faces=settings.loop.max_faces,
-            track=TrackConfig() if d.track else None,  # video: scan near known faces
+            # Video: scan near known faces, and (motion) for new ones only where it moved.
+            track=TrackConfig(full_scan_every=d.full_scan_frames(settings.loop.fps))
+            if d.track
+            else None,
+            gate=MotionGate() if d.track and d.motion else None,
         ),
         outputs=outputs,
         notifier=notifier or Notifier(),

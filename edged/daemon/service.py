@@ -252,6 +252,7 @@ class Service:
             "enrolled_people": m.enrolled_people if m else 0,
         }
         snap["detect"] = self.expression.detect
+        snap.update(self.pipeline.scan_stats())
         for source in self._stats_sources:
             try:
                 snap.update(source.stats_fields())

@@ -15,6 +15,7 @@ import numpy as np
 
 from edged.vision.detector import Box, DetectorConfig, FaceDetector, Gray, Image, to_gray
 from edged.vision.model import ExpressionModel
+from edged.vision.motion import MotionGate
 from edged.vision.preprocess import Preprocessor
 from edged.vision.tracker import FaceTracker, TrackConfig
 
@@ -63,7 +64,8 @@ class Pipeline:
     """A detector plus whatever model is current; ``process`` is the per-frame call.
 
     ``track`` turns on `FaceTracker` (video: the daemon); without it every frame gets
-    a full scan (single images: ``edged detect``).
+    a full scan (single images: ``edged detect``). ``gate``: the tracker then scans only
+    where the picture changed, plus a periodic full scan (see `tracker`).
     """
 
     def __init__(
@@ -72,12 +74,25 @@ class Pipeline:
         max_faces: int = 5,
         clock: Callable[[], float] = time.perf_counter,
         track: TrackConfig | None = None,
+        gate: MotionGate | None = None,
     ) -> None:
         self.detector = detector or FaceDetector(DetectorConfig())
         self.max_faces = max_faces
         self._clock = clock
-        self.tracker = FaceTracker(self.detector, track, max_faces) if track is not None else None
+        self.tracker = (
+            FaceTracker(self.detector, track, max_faces, gate) if track is not None else None
+        )
         self._gray: Gray | None = None
+        self._untracked_scans = 0  # full scans made without a tracker
+
+    def scan_stats(self) -> dict[str, int | float | None]:
+        """How the frames were searched so far: ``full_scans`` and ``region_scans``
+        (counts), ``motion_ratio`` (the share of frames with motion; None without a gate)."""
+        t = self.tracker
+        if t is None:
+            return {"full_scans": self._untracked_scans, "region_scans": 0, "motion_ratio": None}
+        ratio = round(t.motion_ratio, 4) if t.gate is not None else None
+        return {"full_scans": t.full_scans, "region_scans": t.region_scans, "motion_ratio": ratio}
 
     def _to_gray(self, frame: Image) -> Gray:
         """Grayscale into a buffer reused from frame to frame."""
@@ -98,8 +113,11 @@ class Pipeline:
         """``timestamp`` (the frame's capture time) is carried into the result as is."""
         t0 = self._clock()
         gray = self._to_gray(frame)
-        finder = self.tracker or self.detector
-        boxes = finder.detect(gray)[: self.max_faces]
+        if self.tracker is not None:
+            boxes = self.tracker.detect(gray)[: self.max_faces]
+        else:
+            self._untracked_scans += 1
+            boxes = self.detector.detect(gray)[: self.max_faces]
         t1 = self._clock()
         faces: list[FaceResult] = []
         for box in boxes:

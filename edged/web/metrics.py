@@ -36,6 +36,8 @@ COUNTERS = (
     ("skipped_ticks", "edged_skipped_ticks", "Ticks skipped because the loop overran."),
     ("output_errors", "edged_output_errors", "Failures of an output (MQTT, stdout, page)."),
     ("pipeline_errors", "edged_pipeline_errors", "Frames the pipeline could not process."),
+    ("full_scans", "edged_full_scans", "Whole-frame face scans (a split one counts once)."),
+    ("region_scans", "edged_region_scans", "Face scans of part of a frame (tracking, motion)."),
     ("broker_reconnects", "edged_broker_reconnects", "Reconnections to the MQTT broker."),
     (
         "mqtt_dropped",
@@ -115,6 +117,8 @@ class EdgedCollector(Collector):
              float(board.health().ok)),
             ("edged_http_viewers", "Live views being watched now.",
              _num(stats.get("http_viewers"))),
+            ("edged_motion_ratio", "Share of frames with motion since start (motion gate).",
+             _num(stats.get("motion_ratio"))),
         ]  # fmt: skip
         connected = stats.get("broker_connected")
         if isinstance(connected, bool):
