@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench import capture, frames, reload, soak, web
+from bench import capture, frames, motion, reload, soak, web
 from bench.workshop import Workshop, workshop_pipeline
 from edged.training import fitting
 from edged.training.datasets import load_dataset, person_of
@@ -520,6 +520,7 @@ def run(args: argparse.Namespace) -> int:
     res.rows += [Row(**r) for r in reload.rows(reload.measure(20.0 if args.quick else 150.0))]
     quick = (web.QUICK_WINDOW, web.QUICK_WARMUP)
     res.web = web.table(web.measure(*(quick if args.quick else (web.WINDOW, web.WARMUP))))
+    res.web += ["", *motion.table(motion.measure(args.quick))]  # issue 14: the motion gate
     if args.folds:
         accuracy(res, faces, args.folds)
     load1 = os.getloadavg()
@@ -595,12 +596,13 @@ def build_parser() -> argparse.ArgumentParser:
     reload.register(sub)
     capture.register(sub)
     web.register(sub)
+    motion.register(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.cmd in ("soak", "capture", "reload", "web"):
+    if args.cmd in ("soak", "capture", "reload", "web", "motion"):
         return args.func(args)
     return run(args)
 
