@@ -117,3 +117,19 @@ def test_a_clip_reads_back_as_the_daemon_sees_it(tmp_path):
     back = list(motion.read_pictures(path))
     assert len(back) == 8
     assert (back[0].shape[1], back[0].shape[0]) == frames.SIZE
+
+
+def test_the_soak_splits_cpu_between_the_empty_room_and_the_face():
+    from bench.soak import split_cpu
+
+    t0 = 1000.0
+    # /proc samples every 2 s (t, cpu s, rss): 1% of a core while empty, 5% with a face.
+    samples, cpu = [], 0.0
+    for k in range(60):
+        samples.append((2.0 * k, cpu, 90.0))
+        cpu += 0.02 if (k // 10) % 2 == 0 else 0.10
+    # Frames at 5 fps: 20 s of empty room, then 20 s with a face, and so on.
+    seen = [(t0 + k / 5, (k // 100) % 2 == 1) for k in range(600)]
+    halves = split_cpu(samples, seen, t0)
+    assert halves[False] == pytest.approx(1.0)
+    assert halves[True] == pytest.approx(5.0)
