@@ -24,10 +24,11 @@ from edged.errors import EdgedError, ExitStatus, InputMissing
 from edged.images import ImageUnreadable, add_max_pixels_option, find_images, identity, read_image
 from edged.labels import normalize_label
 from edged.settings import load_settings
-from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector, Image
+from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, Image
 from edged.vision.draw import draw_faces
 from edged.vision.model import WORKSHOP_CLASSES, ExpressionModel
 from edged.vision.model_file import MAX_MODEL_BYTES, load_model
+from edged.vision.photo import PhotoDetector
 from edged.vision.pipeline import FrameResult, Pipeline
 
 CONFIDENCE_HELP = (
@@ -320,7 +321,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         cfg = DetectorConfig(
             cfg.scale_factor, cfg.min_neighbors, args.min_size, cfg.max_width, cfg.pad
         )
-    pipeline = Pipeline(FaceDetector(cfg), max_faces=args.max_faces)
+    pipeline = Pipeline(PhotoDetector(cfg), max_faces=args.max_faces)
     outcomes = [
         _detect_one(
             job, pipeline, model, as_json=args.json, max_pixels=args.max_pixels, out=out, err=err

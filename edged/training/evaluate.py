@@ -43,8 +43,9 @@ import numpy.typing as npt
 from edged.images import DEFAULT_MAX_PIXELS
 from edged.training import fitting
 from edged.training.datasets import person_folds
-from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, FaceDetector, Gray
+from edged.vision.detector import IMAGE_DETECTOR, DetectorConfig, Gray
 from edged.vision.model import ExpressionModel
+from edged.vision.photo import PhotoDetector
 from edged.vision.preprocess import Preprocessor
 
 log = logging.getLogger("edged.evaluate")
@@ -428,7 +429,7 @@ def edged_pipeline(
     Images are read by `edged.images.read_image`: one above ``max_pixels`` has no face.
     """
     cfg = fit_config or fitting.FitConfig()
-    detector = FaceDetector(detector_config or IMAGE_DETECTOR)
+    detector = PhotoDetector(detector_config or IMAGE_DETECTOR)
     pre = Preprocessor(cfg.preprocess)
     cache: dict[Path, Gray | None] = dict(faces or {})
 

@@ -66,6 +66,7 @@ from edged.vision.detector import (
 from edged.vision.exemplars import CAP, Crop
 from edged.vision.model import LBPHParams
 from edged.vision.model_file import load_model, write_model
+from edged.vision.photo import PhotoDetector
 from edged.vision.pipeline import largest_face
 from edged.vision.preprocess import Preprocessor
 
@@ -426,7 +427,7 @@ def train(
     hashing = _progress("comparing photos", LONG_HASHING, progress, stream)
     photos = collect(parts, classes, hashing)
     cfg = fitting.FitConfig(lbph=lbph or LBPHParams())
-    det = FaceDetector(detector or IMAGE_DETECTOR)
+    det = PhotoDetector(detector or IMAGE_DETECTOR)
     pre = Preprocessor(cfg.preprocess)
     bar = Progress("finding faces", len(photos.samples), stream, enabled=progress)
     faces = extract_faces(photos, det, pre, bar, max_pixels)
