@@ -245,3 +245,78 @@ def test_a_known_face_left_of_or_above_a_region_does_not_blank_the_region():
     scan = det.prepare(frame)
     region = Box(364, 144, 264, 264)
     assert len(det.scan(scan, region, exclude=known)) == 1
+
+
+def test_a_still_face_is_checked_every_few_frames_and_a_move_near_it_at_once():
+    rng = np.random.default_rng(2)
+    bg, a = room(), face(0)
+    t = gated(every=1000)
+    still = paste(bg, a, 200, 120)
+    for _ in range(3):  # arrives (motion), is found and followed
+        t.detect(noisy(still, rng))
+    full = t.full_scans
+    scanned = []
+    for _ in range(20):
+        before = t.region_scans
+        assert len(t.detect(noisy(still, rng))) == 1
+        scanned.append(t.region_scans > before)
+    assert t.full_scans == full
+    assert 20 // 5 <= sum(scanned) <= 20 // 5 + 1  # every verify_every = 5 frames
+    assert t.still == t._boxes  # kept as it was on the other frames
+    moved = paste(bg, a, 206, 124)  # a few pixels: motion around the face
+    before = t.region_scans
+    t.detect(noisy(moved, rng))
+    assert t.region_scans > before and t.still == []
+
+
+def test_motion_that_never_holds_a_face_is_looked_at_only_every_few_frames():
+    """A TV: a tenth of the frame changing on every frame, no face in it."""
+    rng = np.random.default_rng(3)
+    bg = room()
+    t = gated(every=1000)
+    t.detect(bg)
+    for _ in range(40):
+        frame = bg.copy()
+        frame[40:170, 420:620] = rng.integers(0, 255, (130, 200), dtype=np.uint8)
+        assert t.detect(frame) == []
+    assert t.motion_ratio > 0.9
+    # barren_every = 5: about one look in five (the noise sometimes splits a region in two)
+    assert 40 // 5 <= t.region_scans <= 40 // 3
+
+
+def test_a_face_that_appears_on_the_tv_is_found_within_the_back_off():
+    rng = np.random.default_rng(4)
+    bg, a = room(), face(1, 150)
+    t = gated(every=1000)
+    t.detect(bg)
+    for _ in range(7):
+        frame = bg.copy()
+        frame[40:240, 400:620] = rng.integers(0, 255, (200, 220), dtype=np.uint8)
+        t.detect(frame)
+    found_at = None
+    for k in range(8):
+        frame = bg.copy()
+        frame[40:240, 400:620] = rng.integers(0, 255, (200, 220), dtype=np.uint8)
+        frame[60:210, 430:580] = a
+        if t.detect(frame) and found_at is None:
+            found_at = k
+    assert found_at is not None and found_at <= 5
+
+
+def test_a_face_kept_unscanned_keeps_its_expression_without_a_new_prediction(sample_model):
+    from edged.vision.model_file import load_model
+    from edged.vision.pipeline import Pipeline
+
+    model = load_model(sample_model)
+    rng = np.random.default_rng(6)
+    bg, a = room(), face(0)
+    pipe = Pipeline(
+        FaceDetector(DAEMON), track=TrackConfig(full_scan_every=1000), gate=MotionGate()
+    )
+    still = paste(bg, a, 200, 120)
+    results = [pipe.process(noisy(still, rng), model) for _ in range(12)]
+    assert all(len(r.faces) == 1 for r in results)
+    reused = [r.faces[0] is p.faces[0] for p, r in itertools.pairwise(results)]
+    assert any(reused) and not all(reused)  # kept between checks, predicted at each check
+    answers = {(r.faces[0].expression, r.faces[0].distance) for r in results}
+    assert len(answers) <= 1 + reused.count(False)  # one per prediction, none in between

@@ -84,6 +84,18 @@ class Pipeline:
         )
         self._gray: Gray | None = None
         self._untracked_scans = 0  # full scans made without a tracker
+        self._last: tuple[ExpressionModel | None, bool, list[FaceResult]] = (None, False, [])
+
+    def _still_results(
+        self, model: ExpressionModel | None, classify: bool
+    ) -> dict[Box, FaceResult]:
+        """Last frame's results for the faces the tracker kept unscanned (nothing moved
+        near them), when the model and the request are the same as then."""
+        t, (last_model, last_classify, last) = self.tracker, self._last
+        if t is None or not t.still or model is not last_model or classify != last_classify:
+            return {}
+        kept = set(t.still)
+        return {f.box: f for f in last if f.box in kept}
 
     def scan_stats(self) -> dict[str, int | float | None]:
         """How the frames were searched so far: ``full_scans`` and ``region_scans``
@@ -120,12 +132,17 @@ class Pipeline:
             boxes = self.detector.detect(gray)[: self.max_faces]
         t1 = self._clock()
         faces: list[FaceResult] = []
+        still = self._still_results(model, classify)
         for box in boxes:
-            if model is not None and classify:
+            done = still.get(box)
+            if done is not None:
+                faces.append(done)  # the tracker saw nothing move there: same face, same answer
+            elif model is not None and classify:
                 p = model.predict(gray, box)
                 faces.append(FaceResult(box, p.expression, p.confidence, p.distance))
             else:
                 faces.append(FaceResult(box, None, 0.0, 0.0))
+        self._last = (model, classify, faces)
         t2 = self._clock()
         return FrameResult(
             faces=faces,

@@ -31,6 +31,8 @@ from edged.vision.motion import Motion, MotionGate
 
 # OpenCV's frontal cascade looks through a 24x24 window; scale level j is 24 * f**j.
 CASCADE_WINDOW = 24
+NEVER = -(1 << 30)  # the frame a face never scanned was "last scanned" in
+MAX_BARREN = 6  # regions remembered as faceless (as many as the gate reports at most)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,10 @@ class TrackConfig:
 
     With a motion gate: ``full_scan_every``: frames between the starts of two full scans
     (``detector.full_scan_interval`` x fps); ``full_scan_parts``: the frames one full
-    scan is spread over; ``lost_pad``: the wider look around a face lost this frame.
+    scan is spread over; ``lost_pad``: the wider look around a face lost this frame;
+    ``verify_every``: a followed face nothing moved near keeps its box, unscanned, for up
+    to this many frames; ``barren_every``: motion that goes on where no face was found (a
+    TV, a swinging lamp) is looked at only every this many frames.
     """
 
     full_every: int = 5
@@ -58,10 +63,13 @@ class TrackConfig:
     full_scan_every: int = 25
     full_scan_parts: int = 3
     lost_pad: float = 1.0
+    verify_every: int = 5
+    barren_every: int = 5
 
     def __post_init__(self) -> None:
-        if self.full_every < 1 or self.full_scan_every < 1 or self.full_scan_parts < 1:
-            raise ValueError("track: full_every, full_scan_every and full_scan_parts >= 1")
+        counts = (self.full_every, self.full_scan_every, self.full_scan_parts)
+        if min(*counts, self.verify_every, self.barren_every) < 1:
+            raise ValueError("track: every count of frames or parts must be >= 1")
 
 
 def _overlap(a: Box, b: Box) -> float:
@@ -80,6 +88,19 @@ def _within(inner: Box, outer: Box) -> bool:
         and inner.x + inner.w <= outer.x + outer.w
         and inner.y + inner.h <= outer.y + outer.h
     )
+
+
+def _touch(a: Box, b: Box) -> bool:
+    return a.x < b.x + b.w and b.x < a.x + a.w and a.y < b.y + b.h and b.y < a.y + a.h
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+    iy = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    if ix <= 0 or iy <= 0:
+        return 0.0
+    inter = ix * iy
+    return inter / (a.area + b.area - inter)
 
 
 def _around(b: Box, pad: float, h: int, w: int) -> Box:
@@ -142,6 +163,9 @@ class FaceTracker:
         self._shape: tuple[int, ...] = ()
         self._part = 0  # the next part of a split full scan; 0: none under way
         self._bands: list[tuple[int, int]] = []
+        self._checked: dict[Box, int] = {}  # followed face -> frame it was last scanned
+        self._barren: list[tuple[Box, int]] = []  # (motion region, frame) that held no face
+        self.still: list[Box] = []  # faces kept this frame without a scan (nothing moved)
         self.frames = 0
         self.motion_frames = 0  # frames the gate saw something move in (or a global change)
         self.full_scans = 0  # complete full scans (a split one counts once, when it ends)
@@ -152,6 +176,9 @@ class FaceTracker:
         """Forget the tracked faces: the next frame gets a full scan."""
         self._boxes = []
         self._part = 0
+        self._checked = {}
+        self._barren = []
+        self.still = []
         if self.gate is not None:
             self.gate.reset()
 
@@ -165,6 +192,7 @@ class FaceTracker:
         self._since_full = 0
         self._part = 0
         self._boxes = self.detector.scan(scan)[: self.max_faces]
+        self._checked = dict.fromkeys(self._boxes, self.frames)
         return self._boxes
 
     def _follow(self, scan: Scan, b: Box, shape: tuple[int, ...]) -> Box | None:
@@ -226,39 +254,93 @@ class FaceTracker:
         if motion.moved or motion.global_change:
             self.motion_frames += 1
         self._since_full += 1
+        self.still = []
         if motion.global_change or gray.shape != self._shape:
             # The first frame, a new size, or the lights: nothing is known; look everywhere.
             self._shape = gray.shape
+            self._barren = []
             return self._full(self.detector.prepare(gray))
         due = self._part > 0 or self._since_full >= cfg.full_scan_every
-        if not self._boxes and not motion.moved and not due:
-            return self._boxes  # an empty, still room: no scan
-        scan = self.detector.prepare(gray)
         h, w = gray.shape[:2]
+        followed = [_around(b, cfg.pad, h, w) for b in self._boxes]
+        stay = [
+            not due and self._may_stay(b, f, motion)
+            for b, f in zip(self._boxes, followed, strict=True)
+        ]
+        looks = [
+            r
+            for r in motion.regions
+            if not any(_within(r, f) for f in followed) and not self._skip_barren(r)
+        ]
+        if all(stay) and not looks and not due:
+            self.still = list(self._boxes)
+            return self._boxes  # a still room, with or without still faces: no scan
+        scan = self.detector.prepare(gray)
+        found, searched = self._follow_all(scan, stay, gray.shape)
+        for r in looks:
+            if not any(_within(r, s) for s in searched):
+                self.new_face_scans += 1
+                self._add(found, self.detector.scan(scan, r, exclude=found), r)
+        if due:
+            self._add(found, self._full_part(scan, found))
+        return self._keep(found)
+
+    def _may_stay(self, b: Box, followed: Box, motion: Motion) -> bool:
+        """A followed face that nothing moved near is where it was: no scan, except a
+        check every `verify_every` frames."""
+        return self.frames - self._checked.get(b, NEVER) < self.config.verify_every and not any(
+            _touch(r, followed) for r in motion.regions
+        )
+
+    def _follow_all(
+        self, scan: Scan, stay: list[bool], shape: tuple[int, ...]
+    ) -> tuple[list[Box], list[Box]]:
+        """The followed faces now (kept, found nearby, or found by a wider look), and the
+        regions that were searched at every face size on the way."""
         found: list[Box] = []
-        searched: list[Box] = []  # regions already scanned at every face size this frame
-        for b in self._boxes:
-            best = self._follow(scan, b, gray.shape)
+        searched: list[Box] = []
+        checked: dict[Box, int] = {}
+        for b, kept in zip(self._boxes, stay, strict=True):
+            best: Box | None = b if kept else self._follow(scan, b, shape)
             if best is None:
                 # A miss: one look around where it was, at every size; else let it go.
-                region = _around(b, cfg.lost_pad, h, w)
+                region = _around(b, self.config.lost_pad, shape[0], shape[1])
                 self.region_scans += 1
                 searched.append(region)
                 hits = self.detector.scan(scan, region, exclude=found)
                 best = hits[0] if hits else None
             if best is not None and not any(_overlap(best, f) > 0.5 for f in found):
                 found.append(best)
-        followed = [_around(b, cfg.pad, h, w) for b in self._boxes]
-        for r in motion.regions:
-            if any(_within(r, s) for s in searched) or any(_within(r, f) for f in followed):
-                continue  # the face there was just looked for
+                checked[best] = self._checked.get(b, NEVER) if kept else self.frames
+                if kept:
+                    self.still.append(b)
+        self._checked = checked
+        return found, searched
+
+    def _add(self, found: list[Box], hits: list[Box], region: Box | None = None) -> None:
+        """New faces from a scan (of ``region``, or a full-scan part) join ``found``."""
+        if region is not None:
             self.region_scans += 1
-            self.new_face_scans += 1
-            searched.append(r)
-            found.extend(self._new(self.detector.scan(scan, r, exclude=found), found))
-        if due:
-            found.extend(self._new(self._full_part(scan, found), found))
-        return self._keep(found)
+            self._note_barren(region, bool(hits))
+        for c in hits:
+            if not any(_overlap(c, f) > 0.5 for f in found):
+                found.append(c)
+                self._checked[c] = self.frames
+
+    def _skip_barren(self, r: Box) -> bool:
+        """Whether ``r`` is much like a region that held no face a few frames ago (a TV,
+        a swinging lamp: motion that goes on in one place): scanned every
+        ``barren_every`` frames only."""
+        return any(
+            _iou(r, b) >= 0.5 and self.frames - at < self.config.barren_every
+            for b, at in self._barren
+        )
+
+    def _note_barren(self, r: Box, faces: bool) -> None:
+        self._barren = [(b, at) for b, at in self._barren if _iou(r, b) < 0.5]
+        if not faces:
+            self._barren.append((r, self.frames))
+            del self._barren[:-MAX_BARREN]
 
     def _full_part(self, scan: Scan, found: list[Box]) -> list[Box]:
         """The next part of the periodic full scan (known faces painted out)."""
@@ -275,8 +357,3 @@ class FaceTracker:
             self._since_full = 0
             self.full_scans += 1
         return hits
-
-    @staticmethod
-    def _new(hits: list[Box], found: list[Box]) -> list[Box]:
-        """Hits that are not a face already found this frame."""
-        return [c for c in hits if not any(_overlap(c, f) > 0.5 for f in found)]
