@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from bench import capture, frames, motion, reload, soak, web
+from bench import photos as photo_bench
 from bench.workshop import Workshop, workshop_pipeline
 from edged.training import fitting
 from edged.training.datasets import load_dataset, person_of
@@ -310,6 +311,54 @@ def time_frames(
     return samples
 
 
+def time_photos(
+    res: Results,
+    items: Sequence[Item],
+    faces: Faces,
+    ws: Workshop,
+    model: ExpressionModel,
+    fitted: fitting.FittedModel,
+    tmp: Path,
+    n: int,
+) -> None:
+    """`edged detect` per 640x480 photo against the workshop's labelling (bench/photos.py)."""
+    with_face = [it.path for it in items if faces.workshop[it.path]]
+    chosen = with_face[:: max(1, len(with_face) // n)][:n]
+    dataset = [it.path for it in items][:: max(1, len(items) // (4 * n))][: 4 * n]
+    note(f"photos: {len(chosen)} 640x480 scenes, face agreement on {len(dataset)} dataset photos")
+    wpath, epath = tmp / "photos-workshop.yml", tmp / "photos-edged.yml"
+    ws.write(wpath)
+    write_model(epath, fitted.histograms, fitted.labels, fitted.classes, fitted.params, fitted.meta)
+    t = photo_bench.measure(chosen, dataset, ws, model, (wpath, epath), tmp / "photos")
+    res.rows.append(
+        Row(
+            "edged detect, one 640x480 photo (decode, detect, classify)",
+            t.workshop,
+            t.edged,
+            target=">= 3x",
+            extra=f"{len(chosen)} photos x 2; photo detector: coarse find, then refine",
+        )
+    )
+    res.rows.append(
+        Row(
+            "  the same with the full scan it replaced (before issue 14)",
+            t.workshop,
+            t.full_scan,
+            extra="IMAGE_DETECTOR: padded, 128 wide, scale 1.05, 3 neighbours",
+        )
+    )
+    res.rows.append(
+        Row(
+            f"edged detect as a process, {len(chosen)} photos (CPU s)",
+            [t.process[0]],
+            [t.process[1]],
+            unit="s",
+            extra="whole process: start-up, model load, every photo (as issue 14 measured)",
+        )
+    )
+    res.notes.append("photo detector vs full scan: " + t.agreement)
+
+
 def time_empty(res: Results, ws: Workshop, model: ExpressionModel, rooms: int, n: int) -> None:
     pipe = Pipeline(FaceDetector(DAEMON_DETECTOR), max_faces=5, track=TrackConfig())
     wt, et = [], []
@@ -502,7 +551,9 @@ def run(args: argparse.Namespace) -> int:
         time_model_files(res, wset, eset, Path(tmp), len(items), 3 if args.quick else 5)
         ws = Workshop()
         ws.train(*wset)
-        model = fitting.to_model(fit_edged(*eset))
+        fitted = fit_edged(*eset)
+        model = fitting.to_model(fitted)
+        time_photos(res, items, faces, ws, model, fitted, Path(tmp), args.photos)
     # Faces from people across the dataset, one photo each.
     seen: set[str] = set()
     photos = []
@@ -579,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use at most this many images")
     p.add_argument("--faces", type=int, default=12, help="moving-face clips to time")
     p.add_argument("--clip", type=int, default=20, help="frames per clip (5 fps camera)")
+    p.add_argument("--photos", type=int, default=40, help="640x480 photos for edged detect")
     p.add_argument(
         "--sizes",
         type=lambda s: [int(v) for v in s.split(",")],
