@@ -159,12 +159,33 @@ def test_the_working_buffers_are_allocated_once_and_reused_from_frame_to_frame()
     gate.update(noisy(wall(), rng))
     buf = gate._buf
     assert buf is not None
-    arrays = {name: getattr(buf, name) for name in buf.__slots__ if name != "shape"}
+    skip = ("shape", "halves")
+    arrays = {name: getattr(buf, name) for name in buf.__slots__ if name not in skip}
+    halves = list(buf.halves)
     for k in range(20):
         gate.update(with_square(noisy(wall(), rng), Box(10 * k, 100, 50, 50)))
     assert gate._buf is buf
     assert all(getattr(buf, name) is a for name, a in arrays.items())
+    assert all(a is b for a, b in zip(buf.halves, halves, strict=True))
     assert {a.shape for a in arrays.values()} == {(120, 160)}
+    assert [h.shape for h in halves] == [(240, 320)]  # 640 -> 320 -> 160, by halves
+
+
+def test_the_small_copy_by_halves_is_the_area_average_of_one_resize():
+    """Exactly (to rounding) where the width is 160 times a power of two; close on a
+    picture (not pixel noise, whose averages depend on the footprint) elsewhere."""
+    rng = np.random.default_rng(8)
+    for h, w in [(480, 640), (720, 1280), (600, 800), (121, 161), (100, 150)]:
+        noise = rng.integers(0, 255, (h // 16 + 1, w // 16 + 1), dtype=np.uint8)
+        frame = cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC)
+        gate = MotionGate()
+        gate.update(frame)
+        buf = gate._buf
+        assert buf is not None
+        sh, sw = buf.small.shape
+        once = cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA)
+        exact = w in (640, 1280)
+        assert np.abs(buf.small.astype(int) - once).max() <= (1 if exact else 12), (h, w)
 
 
 def test_a_scene_room_is_still_and_a_face_pasted_in_is_a_region_holding_the_face():

@@ -91,6 +91,7 @@ class _Buffers:
     """The gate's working arrays for one frame size (reused from frame to frame)."""
 
     shape: tuple[int, int]  # the full frame's (h, w)
+    halves: list[Gray]  # the frame halved, and halved again, down to about ``small``
     small: Gray
     blurred: Gray
     background: npt.NDArray[np.float32]
@@ -108,7 +109,23 @@ class _Buffers:
         def u8() -> Gray:
             return np.zeros((sh, sw), np.uint8)
 
-        return cls(shape, u8(), u8(), np.zeros((sh, sw), np.float32), u8(), u8(), u8(), u8())
+        halves: list[Gray] = []  # every step but the last, which writes ``small``
+        cw, ch = w, h
+        while cw // 2 > sw and ch >= 4:
+            cw, ch = cw // 2, ch // 2
+            halves.append(np.zeros((ch, cw), np.uint8))
+        zeros = np.zeros((sh, sw), np.float32)
+        return cls(shape, halves, u8(), u8(), zeros, u8(), u8(), u8(), u8())
+
+    def shrink(self, gray: Gray) -> None:
+        """``gray`` averaged down into ``small``. Halving steps, because OpenCV's area
+        resize by exactly 2 is a fast path: 640 -> 320 -> 160 costs a sixth of one
+        resize by 4, for the same averages."""
+        src = gray
+        for half in self.halves:
+            cv2.resize(src, half.shape[::-1], dst=half, interpolation=cv2.INTER_AREA)
+            src = half
+        cv2.resize(src, self.small.shape[::-1], dst=self.small, interpolation=cv2.INTER_AREA)
 
 
 def _span(lo: float, hi: float, pad: float, least: float, limit: int) -> tuple[int, int]:
@@ -176,9 +193,8 @@ class MotionGate:
         fresh = buf is None or buf.shape != shape
         if fresh or buf is None:  # (``or``: for the type checker)
             buf = self._buf = _Buffers.for_frame(shape, cfg.width)
-        small = buf.small
-        cv2.resize(gray, small.shape[::-1], dst=small, interpolation=cv2.INTER_AREA)
-        cv2.GaussianBlur(small, (cfg.blur, cfg.blur), 0, dst=buf.blurred)
+        buf.shrink(gray)
+        cv2.GaussianBlur(buf.small, (cfg.blur, cfg.blur), 0, dst=buf.blurred)
         if fresh:
             return self._relearn(buf, report=True)
         cv2.convertScaleAbs(buf.background, dst=buf.background8)
