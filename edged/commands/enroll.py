@@ -24,6 +24,7 @@ from edged.labels import KNOWN_CLASSES
 from edged.settings import load_settings
 from edged.vision.detector import IMAGE_DETECTOR, FaceDetector, Gray, to_gray
 from edged.vision.model_file import load_model
+from edged.vision.photo import PhotoDetector
 from edged.vision.preprocess import PreprocessConfig, Preprocessor
 
 _EXPRESSIONS = textwrap.fill(
@@ -155,7 +156,7 @@ def enroll(
     except ValueError as e:
         print(f"edged enroll: error: {e}", file=err)
         return ExitStatus.USAGE
-    detector, pre = FaceDetector(IMAGE_DETECTOR), Preprocessor(config)
+    detector, pre = PhotoDetector(IMAGE_DETECTOR), Preprocessor(config)  # as training does
     crops: list[Gray] = []
     for photo in args.photos:
         crop, line = face_of(photo, detector, pre, args.max_pixels)
