@@ -535,6 +535,35 @@ def test_clearing_the_detect_switch_stops_face_processing_and_a_broken_output_ha
 
 
 @pytest.mark.slow
+def test_switching_detection_back_on_searches_the_whole_frame_afresh(
+    face_video, sample_model, clean_env
+):
+    """Faces followed before a pause are not known after it: the first frame after the
+    switch goes back on gets a full scan (with the motion gate, a still scene would
+    otherwise get none until the next interval)."""
+    clip, _ = face_video([Segment(sample_images("happy")[0], 1.0)])
+    settings = looping_clip_settings(clip, sample_model, fps=20, duration=2.0)
+    ticks = {"off": 0}
+
+    def pause_then_resume(rec: Recorder, result) -> None:
+        if sum(r is not None for r in rec.frames) == 5 and rec.detect[-1]:
+            rec.commands.set_detect(False, "test")
+        elif not rec.detect[-1]:
+            ticks["off"] += 1
+            if ticks["off"] == 5:
+                rec.commands.set_detect(True, "test")
+
+    rec = Recorder(pause_then_resume)
+    svc = build_service(settings, [rec])
+    assert svc.run() == 0
+    assert rec.detect == [True, False, True]
+    assert svc.pipeline.tracker is not None and svc.pipeline.tracker.gate is not None
+    assert rec.stats[-1]["full_scans"] == 2  # the first frame, and the first after the pause
+    last = [r for r in rec.frames if r is not None][-1]
+    assert len(last.faces) == 1
+
+
+@pytest.mark.slow
 def test_the_daemon_owns_the_expression_so_json_lines_alone_get_state_and_events(
     face_video, sample_model, clean_env
 ):

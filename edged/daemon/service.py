@@ -175,6 +175,8 @@ class Service:
         for news in self.inbox.drain():
             if isinstance(news, CameraNews):
                 # Redacted once, here, for every output and the STATUS line.
+                if news.online and not self.camera[0]:
+                    self.pipeline.reset()  # a camera back (maybe another view): look afresh
                 self.camera = (news.online, redact(news.reason))
                 self._camera_reported = True
                 self._each_output("on_camera", *self.camera)
@@ -197,6 +199,8 @@ class Service:
         if on == self.expression.detect:
             return
         report, event = self.expression.switch(on, self._clock(), self._wall())
+        if on:
+            self.pipeline.reset()  # what was followed before the pause is not known now
         log.info("expression detection switched %s (%s)", "on" if on else "off", source)
         self._each_output("on_detect", on)
         self._report(report, event)

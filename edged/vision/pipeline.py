@@ -86,6 +86,13 @@ class Pipeline:
         self._untracked_scans = 0  # full scans made without a tracker
         self._last: tuple[ExpressionModel | None, bool, list[FaceResult]] = (None, False, [])
 
+    def reset(self) -> None:
+        """Forget followed faces and the motion background: the next frame is searched
+        whole (after a pause in detection, or a camera that came back)."""
+        if self.tracker is not None:
+            self.tracker.reset()
+        self._last = (None, False, [])
+
     def _still_results(
         self, model: ExpressionModel | None, classify: bool
     ) -> dict[Box, FaceResult]:
