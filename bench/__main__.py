@@ -571,7 +571,8 @@ def run(args: argparse.Namespace) -> int:
     res.rows += [Row(**r) for r in reload.rows(reload.measure(20.0 if args.quick else 150.0))]
     quick = (web.QUICK_WINDOW, web.QUICK_WARMUP)
     res.web = web.table(web.measure(*(quick if args.quick else (web.WINDOW, web.WARMUP))))
-    res.web += ["", *motion.table(motion.measure(args.quick))]  # issue 14: the motion gate
+    gated = motion.measure(args.quick, only=args.motion_scenes or ())  # issue 14: the gate
+    res.web += ["", *motion.table(gated)]
     if args.folds:
         accuracy(res, faces, args.folds)
     load1 = os.getloadavg()
@@ -631,6 +632,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", type=int, default=12, help="moving-face clips to time")
     p.add_argument("--clip", type=int, default=20, help="frames per clip (5 fps camera)")
     p.add_argument("--photos", type=int, default=40, help="640x480 photos for edged detect")
+    p.add_argument(
+        "--motion-scenes",
+        nargs="+",
+        metavar="SCENE",
+        choices=[s.key for s in motion.SCENES],
+        help="only these scenes in the motion-gate table (default: all)",
+    )
     p.add_argument(
         "--sizes",
         type=lambda s: [int(v) for v in s.split(",")],

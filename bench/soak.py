@@ -8,8 +8,9 @@ daemon's JSON lines for its own counters: frames, skipped ticks, model reloads, 
 whether each frame had a face, which splits the CPU samples between the two halves.
 
 Targets (issue 6): under 10% of one core, RSS under 120 MB and not growing, no skipped
-ticks, and a reload that skips none. Issue 14 (the motion gate): the empty room costs at
-most the switched-off floor (~2%) + 1 point; the moving face at most 6%.
+ticks, and a reload that skips none. Issue 14: CPU is also reported for the empty-room
+half and the face half, without a target here (the clip is decoded at 15 fps, so its floor
+is not the 5 fps scenes' one): the motion gate's targets are `python -m bench motion`'s.
 """
 
 from __future__ import annotations
@@ -58,10 +59,6 @@ def proc_cpu_s(pid: int) -> float:
 def proc_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE / 2**20
-
-
-EMPTY_TARGET = 3.0  # % of a core: issue 14's switched-off floor (~2%) + 1 point
-FACE_TARGET = 6.0  # % of a core: issue 14's face in view, moving
 
 
 def make_clip(path: Path, seconds: float, fps: float) -> None:
@@ -283,7 +280,7 @@ def report(
         "|---|---|---|",
         f"| CPU (utime+stime from /proc, after warm-up) | {cpu:.1f}% of one core | < 10% |",
         f"| CPU, the empty-room half / the face half | {pct(halves[False])} / "
-        f"{pct(halves[True])} of one core | <= {EMPTY_TARGET:g}% / <= {FACE_TARGET:g}% |",
+        f"{pct(halves[True])} of one core | reported (targets: python -m bench motion) |",
         f"| RSS: first half median / second half median / max | "
         f"{np.median(rss[:half]):.1f} / {np.median(rss[half:]):.1f} / {rss.max():.1f} MB | "
         "< 120 MB, not growing |",
@@ -310,9 +307,7 @@ def report(
         rc == 0
         and cpu < 10
         and halves[False] is not None
-        and halves[False] <= EMPTY_TARGET
         and halves[True] is not None
-        and halves[True] <= FACE_TARGET
         and rss.max() < 120
         and not growing
         and skipped == 0

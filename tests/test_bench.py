@@ -52,6 +52,8 @@ def test_bench_quick_run_prints_the_comparison_table(tmp_path, capsys):
             "100",
             "--folds",
             "0",
+            "--motion-scenes",
+            "plain",
             "--out",
             str(out),
         ]
@@ -74,6 +76,8 @@ def test_bench_quick_run_prints_the_comparison_table(tmp_path, capsys):
     cells = [c.strip() for c in watched.strip("|").split("|")]
     assert float(cells[3].split()[0].split("-")[0]) > 0, watched  # the slowest viewer's rate
     assert cells[-1] in ("PASS", "OVER"), watched
+    # The motion gate's table: real daemons on one generated scene, gate on and off.
+    assert any(ln.startswith("| daemon CPU, empty still room, plain") for ln in text.splitlines())
 
 
 def test_bench_help_names_the_soak_and_the_web_page(capsys):
