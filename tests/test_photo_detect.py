@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -65,23 +64,17 @@ def test_the_sample_photos_give_the_faces_a_full_scan_gives(
     assert min(ious) >= 0.5  # the same face, never another one
 
 
-def test_a_640x480_scene_gives_the_full_scans_face_at_a_fraction_of_its_cost(
+def test_a_640x480_scene_gives_the_full_scans_face(
     full: FaceDetector, photo: PhotoDetector
 ) -> None:
+    """The same face as the full scan (what it costs is the bench's: tests do not time)."""
     grays = [scene(p, seed=k) for k, p in enumerate(SAMPLE_PHOTOS[:12])]
-    cost_full = cost_photo = 0
     for g in grays:
-        t0 = time.thread_time_ns()
         a = full.detect(g)
-        t1 = time.thread_time_ns()
         b = photo.detect(g)
-        cost_full += t1 - t0
-        cost_photo += time.thread_time_ns() - t1
         assert bool(a) == bool(b)
         if a:
             assert iou(a[0], b[0]) >= 0.7
-    # About a third of these fall back to the full scan (no face confirmed by the refine).
-    assert cost_photo < 0.8 * cost_full
 
 
 def test_a_photo_without_a_face_finds_none(full: FaceDetector, photo: PhotoDetector) -> None:
