@@ -36,7 +36,7 @@ def test_workshop_model_written_by_the_bench_loads_in_edged_as_a_workshop_model(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)  # the whole bench, shrunk: ~35 s here, plus ~25 s of live daemons
+@pytest.mark.timeout(420)  # the whole bench, shrunk: ~35 s, ~25 s of live daemons, ~30 s of motion
 def test_bench_quick_run_prints_the_comparison_table(tmp_path, capsys):
     out = tmp_path / "results.md"
     rc = main(
@@ -52,6 +52,8 @@ def test_bench_quick_run_prints_the_comparison_table(tmp_path, capsys):
             "100",
             "--folds",
             "0",
+            "--photos",
+            "6",
             "--motion-scenes",
             "plain",
             "--out",
