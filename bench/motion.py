@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench import frames
+from bench import frames, processes
 from bench.soak import SAMPLE, make_model, proc_cpu_s
 from bench.workshop import Workshop
 from edged.settings import DetectorSettings
@@ -276,19 +275,7 @@ def start(scene: Scene, variant: str, clip: Path, models: dict[str, Path], work:
 
 
 def stop(procs: Sequence[Proc]) -> None:
-    for p in procs:
-        if p.proc.poll() is None:
-            p.proc.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.proc.kill()
-            p.proc.wait()
-        if p.reader is not None:
-            p.reader.join(5)
-        if p.proc.stdout is not None:
-            p.proc.stdout.close()
+    processes.stop([(x.proc, x.reader) for x in procs])
 
 
 def measure_batch(

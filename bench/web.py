@@ -33,7 +33,6 @@ import http.client
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from pathlib import Path
 
 import cv2
 
-from bench import frames
+from bench import frames, processes
 from bench.soak import SAMPLE, make_model, proc_cpu_s
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -269,19 +268,7 @@ def start(scenario: Scenario, clip: Path, model: Path, cwd: Path) -> Daemon:
 
 
 def stop(daemons: Sequence[Daemon]) -> None:
-    for d in daemons:
-        if d.proc.poll() is None:
-            d.proc.send_signal(signal.SIGTERM)
-    for d in daemons:
-        try:
-            d.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            d.proc.kill()
-            d.proc.wait()
-        if d.reader is not None:
-            d.reader.join(5)
-        if d.proc.stderr is not None:
-            d.proc.stderr.close()
+    processes.stop([(x.proc, x.reader) for x in daemons])
 
 
 def watch(daemons: Sequence[Daemon]) -> dict[int, list[Viewer]]:
