@@ -360,6 +360,10 @@ class MqttPublisher:
             if self.discovery is not None:
                 subs.append((self.settings.homeassistant.status_topic, 1))
         client.subscribe(subs)
+        # On the network thread, so it may write: the subscriptions go out now, before
+        # this daemon calls itself connected (publish and subscribe only queue since the
+        # external-loop hook; a command sent right after "online" would otherwise race them).
+        client.loop_write()
         with self._lock:
             self._linked = True
             rejoined, self._rejoining = self._rejoining, False
